@@ -1,0 +1,31 @@
+# GPIC: permissively licensed web images -> a captioned, deduplicated, packed image-text corpus.
+# Stages and their data contracts: DESIGN.md in the project docs; each stage is one .smk file.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, schema="src/gpic/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/partition.smk"
+include: "workflow/rules/fetch.smk"
+include: "workflow/rules/filter.smk"
+include: "workflow/rules/judge.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/dedup.smk"
+include: "workflow/rules/caption.smk"
+include: "workflow/rules/pack.smk"
+include: "workflow/rules/provenance.smk"
+include: "workflow/rules/publish.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,79 @@
+"""The embed stage: exact hash, perceptual hash and copy-detection descriptor per image,
+the three signals the global dedup stage compares."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.transforms import v2 as T
+
+from gpic.images import load_batches
+from gpic.models import weights_revision
+from gpic.store import read_tar, stamp, write_table
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CopyDetector:
+    """A TorchScript descriptor model (the form SSCD is published in), L2-normalised output."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", image_size: int = 288):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"copy-detection model not found: {path}")
+        self.model = torch.jit.load(str(path), map_location=device).eval()
+        self.device = device
+        self.model_id = path.name
+        self.revision = weights_revision(path)
+        self.transform = T.Compose([
+            T.PILToTensor(), T.Resize(image_size, antialias=True), T.CenterCrop(image_size),
+            T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    @torch.inference_mode()
+    def describe(self, images: list) -> np.ndarray:
+        batch = torch.stack([self.transform(im) for im in images]).to(self.device)
+        out = torch.nn.functional.normalize(self.model(batch).float(), dim=1)
+        return out.cpu().numpy().astype(np.float16)
+
+
+def embed_shard(survivors: list[str], manifest: pd.DataFrame, fetch_records: pd.DataFrame,
+                filter_table: pd.DataFrame, raw_tar: str | Path, cfg: dict, out_path: str | Path) -> pd.DataFrame:
+    """One row per surviving key: split, size, sha256, 64-bit pHash (hex), fp16 descriptor bytes."""
+    facts = (manifest[["key", "split"]]
+             .merge(fetch_records[["key", "sha256", "raw_member"]], on="key")
+             .merge(filter_table[["key", "width", "height"]], on="key"))
+    facts = facts[facts["key"].isin(set(survivors))].set_index("key")
+    rows = []
+    detector = CopyDetector(cfg["model"], cfg["device"], cfg["image_size"]) if len(facts) else None
+    if detector:
+        raw = read_tar(raw_tar)
+        for keys, images, failures in load_batches(raw, facts["raw_member"].to_dict(), cfg["batch_size"]):
+            rows += [{"key": k, "embed_status": "failed", "embed_reason": r} for k, r in failures]
+            descriptors = detector.describe(images) if images else []
+            for key, image, descriptor in zip(keys, images, descriptors):
+                rows.append({"key": key, "embed_status": "ok", "embed_reason": "", "phash": str(imagehash.phash(image)),
+                             "descriptor": descriptor.tobytes()})
+            log.info("embedded %d/%d", len(rows), len(facts))
+    table = pd.DataFrame(rows, columns=["key", "embed_status", "embed_reason", "phash", "descriptor"])
+    table = table.merge(facts.drop(columns="raw_member").reset_index(), on="key", how="left").sort_values("key")
+    extra = {"model_id": detector.model_id, "model_revision": detector.revision} if detector else {"model_id": "", "model_revision": ""}
+    table = stamp(table, "embed", cfg, **extra)
+    write_table(table, out_path)
+    return table
+
+
+def read_descriptors(table: pd.DataFrame) -> np.ndarray:
+    """The fp16 descriptor column as an (n, d) float32 matrix."""
+    ok = table["descriptor"].dropna()
+    if ok.empty:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.frombuffer(b"".join(ok), dtype=np.float16).reshape(len(ok), -1).astype(np.float32)

@@ -1,0 +1,78 @@
+"""The pack stage: static webdataset tars of the original image bytes plus a JSON record,
+and next to each tar a parquet index with every member's byte offset and size."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from gpic.caption import LEVELS
+from gpic.store import read_table, read_tar, write_table, write_tar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardInputs:
+    """The per-shard files a packed sample is assembled from."""
+
+    manifest: str
+    fetch: str
+    filter: str
+    captions: str
+    raw: str
+
+
+def samples(inputs: ShardInputs, split: str) -> tuple[pd.DataFrame, dict[str, bytes]]:
+    """Captioned keys of one raw shard that belong to `split`, with everything a sample carries."""
+    manifest = read_table(inputs.manifest)
+    captions = read_table(inputs.captions)
+    table = (manifest[manifest["split"] == split]
+             .merge(read_table(inputs.fetch), on="key")
+             .merge(read_table(inputs.filter)[["key", "width", "height"]], on="key", suffixes=("_manifest", ""))
+             .merge(captions[captions["caption_status"] == "ok"], on="key"))
+    raw = read_tar(inputs.raw) if len(table) else {}
+    return table, raw
+
+
+def record(row: dict, tier: str) -> dict:
+    """The JSON stored beside each image: where it came from, its licence, its captions."""
+    return {
+        "key": row["key"], "source": row["source"], "source_id": row["source_id"], "url": row["url"],
+        "license": row["license"], "license_id": row["license_id"], "license_url": row["license_url"],
+        "attribution": row["attribution"], "title": row["title"], "retrieved_at": row["fetched_at"],
+        "sha256": row["sha256"], "width": int(row["width"]), "height": int(row["height"]),
+        "split": row["split"], "tier": tier, "captions": {lv: row[lv] for lv in LEVELS},
+        "caption_model": row["caption_model_id"], "caption_model_revision": row["caption_model_revision"],
+    }
+
+
+def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path, index_path: str | Path) -> pd.DataFrame:
+    """Pack the `split` samples of the given raw shards into one tar and its index."""
+    tar_name = Path(tar_path).name
+    members, index_rows = [], []
+    for shard_inputs in inputs:
+        table, raw = samples(shard_inputs, split)
+        for row in table.to_dict("records"):
+            ext = row["raw_member"].rsplit(".", 1)[-1]
+            meta = record(row, tier)
+            image_name, json_name = f"{row['key']}.{ext}", f"{row['key']}.json"
+            members += [(image_name, raw[row["raw_member"]]),
+                        (json_name, json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())]
+            flat = {k: v for k, v in meta.items() if k != "captions"} | meta["captions"]
+            index_rows.append({**flat, "tar": tar_name, "image_member": image_name, "json_member": json_name})
+    offsets = write_tar(tar_path, members)
+    index = pd.DataFrame(index_rows, columns=["key", "tar", "image_member", "json_member", "split", "tier", "source",
+                                              "source_id", "url", "license", "license_id", "license_url", "attribution",
+                                              "title", "retrieved_at", "sha256", "width", "height", *LEVELS,
+                                              "caption_model", "caption_model_revision"])
+    for kind in ("image", "json"):
+        index[f"{kind}_offset"] = [offsets[m][0] for m in index[f"{kind}_member"]]
+        index[f"{kind}_size"] = [offsets[m][1] for m in index[f"{kind}_member"]]
+    write_table(index.sort_values("key"), index_path)
+    log.info("packed %d %s samples into %s", len(index), split, tar_name)
+    return index

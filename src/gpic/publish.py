@@ -1,0 +1,98 @@
+"""The publish stage: a dataset card the Hugging Face `datasets` library can load (YAML
+`configs:` per tier) and a checksum manifest of every packed file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from gpic import __version__
+from gpic.config import tier_shard_counts
+from gpic.store import atomic_path, read_table
+
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tier_configs(packed: Path, tiers: dict[str, float], n_train: int) -> list[dict]:
+    """One `datasets` config per tier: a prefix of the train shards, all val and test shards."""
+    counts = tier_shard_counts(tiers, n_train)
+    configs = []
+    for name, count in sorted(counts.items(), key=lambda kv: kv[1]):
+        files = [{"split": "train", "path": [f"train/gpic_train_{i:05d}.tar" for i in range(count)]}]
+        for split in ("val", "test"):
+            files.append({"split": SPLIT_NAMES[split], "path": f"{split}/*.tar"})
+        configs.append({"config_name": name, "data_files": files, **({"default": True} if count == n_train else {})})
+    return configs
+
+
+def write_card(packed: str | Path, config: dict, card_path: str | Path, sums_path: str | Path) -> None:
+    packed = Path(packed)
+    tars = sorted(packed.glob("*/*.tar"))
+    indexes = [read_table(t.with_suffix(".parquet")) for t in tars]
+    index = pd.concat(indexes, ignore_index=True) if indexes else pd.DataFrame(columns=["split", "license_id", "source"])
+    n_train = config["shards"]
+    counts = tier_shard_counts(config["tiers"], n_train)
+    header = {
+        "pretty_name": config["publish"]["pretty_name"],
+        "license": "other",
+        "task_categories": ["text-to-image", "image-to-text"],
+        "size_categories": ["n<1K" if len(index) < 1000 else "1K<n<10K" if len(index) < 10_000 else "n>1M"],
+        "configs": tier_configs(packed, config["tiers"], n_train),
+    }
+    split_counts = index["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
+    licences = index.groupby(["license_id"]).size().sort_values(ascending=False)
+    sources = index["source"].value_counts()
+    tier_rows = "\n".join(
+        f"| {name} | {count} | {int(index[(index['split'] == 'train') & index['tar'].isin([f'gpic_train_{i:05d}.tar' for i in range(count)])].shape[0])} |"
+        for name, count in sorted(counts.items(), key=lambda kv: kv[1]))
+    body = f"""# {config['publish']['pretty_name']}
+
+Image-text pairs built from permissively licensed images by the GPIC pipeline (gpic {__version__}):
+licence gate, fetch, quality filter, VLM judge, global deduplication (exact, perceptual and
+copy-detection), four caption levels per image (label, short, medium, long), packed into static
+webdataset shards. Each sample is `{{key}}.jpg|png|webp` (the original bytes) and `{{key}}.json`
+(source, licence, attribution, captions); each tar has a parquet index of member offsets.
+
+## Splits
+
+| split | samples | shards |
+| --- | --- | --- |
+""" + "\n".join(f"| {SPLIT_NAMES[s]} | {int(split_counts[s])} | {len(list(packed.glob(f'{s}/*.tar')))} |" for s in split_counts.index) + f"""
+
+## Tiers (nested prefixes of the train shards)
+
+| tier | train shards | train samples |
+| --- | --- | --- |
+{tier_rows}
+
+## Licences
+
+| licence | samples |
+| --- | --- |
+""" + "\n".join(f"| {lic} | {int(n)} |" for lic, n in licences.items()) + """
+
+## Sources
+
+| source | samples |
+| --- | --- |
+""" + "\n".join(f"| {src} | {int(n)} |" for src, n in sources.items()) + """
+
+Every image keeps its own licence, licence URL and attribution in its JSON record; reuse must
+follow the licence of each image. Checksums of every file are in `SHA256SUMS`.
+"""
+    with atomic_path(card_path) as tmp:
+        tmp.write_text("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
+    files = sorted([*tars, *(t.with_suffix(".parquet") for t in tars)])
+    with atomic_path(sums_path) as tmp:
+        tmp.write_text("".join(f"{sha256_file(f)}  {f.relative_to(packed)}\n" for f in files))

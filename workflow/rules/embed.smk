@@ -1,0 +1,23 @@
+rule embed:
+    """Exact hash, perceptual hash and copy-detection descriptor of each surviving image."""
+    input:
+        raw="results/raw/{shard}.tar",
+        manifest="results/manifests/{shard}.parquet",
+        records="results/fetch/{shard}.parquet",
+        filter="results/filter/{shard}.parquet",
+        judge="results/judge/{shard}.parquet",
+    output:
+        table="results/embed/{shard}.parquet",
+    params:
+        embed=config["embed"],
+    log:
+        "results/logs/embed/{shard}.log",
+    benchmark:
+        "results/benchmarks/embed/{shard}.tsv"
+    threads: model_threads("embed")
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=on_gpu("embed"),
+    script:
+        "../scripts/embed.py"
