@@ -25,7 +25,7 @@ def models_tiny(out_dir: Path, seed: int = 0) -> None:
 
 
 @app.command()
-def demo(out_dir: Path = Path("resources/demo"), seed: int = 0) -> None:
+def demo(out_dir: Path = typer.Argument(Path("resources/demo")), seed: int = 0) -> None:
     """Build the bundled demo corpus (real photos shipped by installed packages) in OUT_DIR."""
     from gpic.demo import build_demo
 

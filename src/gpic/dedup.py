@@ -56,7 +56,7 @@ def phash_pairs(phashes: pd.Series, max_distance: int) -> list[tuple[int, int, f
     """Pairs within the Hamming radius; similarity = 1 - distance/64."""
     if phashes.empty:
         return []
-    codes = np.array([bytes.fromhex(h) for h in phashes], dtype=np.uint8).reshape(len(phashes), 8)
+    codes = np.frombuffer(b"".join(bytes.fromhex(h) for h in phashes), dtype=np.uint8).reshape(len(phashes), 8)
     index = faiss.IndexBinaryFlat(64)
     index.add(codes)
     lims, dist, ids = index.range_search(codes, max_distance + 1)  # faiss keeps distance < radius

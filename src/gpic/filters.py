@@ -49,12 +49,12 @@ def verdict(width: int, height: int, s: dict[str, float], cfg: dict) -> str:
         return f"too small: {width}x{height} < {cfg['min_side']}"
     if max(width, height) / min(width, height) > cfg["max_aspect"]:
         return f"aspect ratio: above {cfg['max_aspect']}"
-    if s["std"] < cfg["min_std"]:
-        return f"near-blank: std {s['std']:.1f} < {cfg['min_std']}"
     if s["overexposed"] > cfg["max_overexposed"]:
         return f"over-exposed: {s['overexposed']:.0%} near-white"
     if s["underexposed"] > cfg["max_underexposed"]:
         return f"under-exposed: {s['underexposed']:.0%} near-black"
+    if s["std"] < cfg["min_std"]:
+        return f"near-blank: std {s['std']:.1f} < {cfg['min_std']}"
     if s["blur"] < cfg["min_blur"]:
         return f"blurry: laplacian variance {s['blur']:.1f} < {cfg['min_blur']}"
     return ""

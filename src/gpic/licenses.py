@@ -16,6 +16,7 @@ NAMES = {
     "attribution-noncommercial-sharealike license": "CC-BY-NC-SA-2.0",
     "attribution-noncommercial-noderivs license": "CC-BY-NC-ND-2.0",
     "no known copyright restrictions": "public-domain",
+    "no restrictions": "public-domain",  # Commons' {{No restrictions}} (Flickr Commons)
     "united states government work": "public-domain",
     "public domain dedication (cc0)": "CC0-1.0",
     "public domain mark": "PDM-1.0",
@@ -28,6 +29,7 @@ CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)[ -]?(\d\.\d)?")
 CC_URL = re.compile(r"creativecommons\.org/licenses/(by(?:-(?:nc|nd|sa))*)/(\d\.\d)")
 CC0_URL = re.compile(r"creativecommons\.org/publicdomain/zero/(\d\.\d)")
 PDM_URL = re.compile(r"creativecommons\.org/publicdomain/mark/(\d\.\d)")
+COMMONS_PD_URL = re.compile(r"commons\.wikimedia\.org/wiki/template:(pd-|no_restrictions)")
 NEEDS_ATTRIBUTION = re.compile(r"^CC-BY")
 
 
@@ -40,6 +42,8 @@ def canonical(license_text: str, license_url: str = "") -> str | None:
         return f"CC0-{m.group(1)}"
     if m := PDM_URL.search(url):
         return f"PDM-{m.group(1)}"
+    if COMMONS_PD_URL.search(url):
+        return "public-domain"
     text = " ".join(license_text.strip().lower().split())
     if text in NAMES:
         return NAMES[text]

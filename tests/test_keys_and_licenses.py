@@ -1,0 +1,70 @@
+"""Identity functions and the licence gate."""
+
+import pytest
+
+from gpic.keys import bucket_of, make_key, shard_of, split_of
+from gpic.licenses import canonical, check
+
+ALLOW = ["CC0-1.0", "PDM-1.0", "public-domain", "CC-BY-[0-9]*"]
+
+
+def test_key_is_stable_and_depends_only_on_source_and_id():
+    assert make_key("flickr", "123") == make_key("flickr", "123")
+    assert make_key("flickr", "123") != make_key("wikimedia", "123")
+    # Golden values: changing the scheme re-keys every published record.
+    assert make_key("flickr", "123") == "c4c322a7fcbaef97a6fa"
+    assert shard_of("c4c322a7fcbaef97a6fa", 8000) == 3501
+    assert len(make_key("a", "b")) == 20 and all(c in "0123456789abcdef" for c in make_key("a", "b"))
+
+
+def test_shards_and_splits_are_balanced_pure_functions():
+    keys = [make_key("flickr", str(i)) for i in range(20000)]
+    shards = [shard_of(k, 8) for k in keys]
+    assert set(shards) == set(range(8))
+    assert max(shards.count(s) for s in range(8)) < 1.1 * 20000 / 8
+    splits = [split_of(k, 0.05, 0.1) for k in keys]
+    assert abs(splits.count("test") / 20000 - 0.1) < 0.01
+    assert abs(splits.count("val") / 20000 - 0.05) < 0.01
+    assert [shard_of(k, 8) for k in keys[:50]] == shards[:50]
+    assert bucket_of(13, 4) == 1
+
+
+@pytest.mark.parametrize(
+    "text,url,expected",
+    [
+        ("Attribution License", "", "CC-BY-2.0"),
+        ("Attribution-NonCommercial License", "", "CC-BY-NC-2.0"),
+        ("Attribution-ShareAlike License", "", "CC-BY-SA-2.0"),
+        ("No known copyright restrictions", "", "public-domain"),
+        ("Public Domain Dedication (CC0)", "", "CC0-1.0"),
+        ("Public Domain Mark", "", "PDM-1.0"),
+        ("CC BY-SA 4.0", "", "CC-BY-SA-4.0"),
+        ("CC BY 4.0", "", "CC-BY-4.0"),
+        ("cc-by-2.5", "", "CC-BY-2.5"),
+        ("CC0", "", "CC0-1.0"),
+        ("Public domain", "", "public-domain"),
+        ("PD-US", "", "public-domain"),
+        ("No restrictions", "https://commons.wikimedia.org/wiki/Template:No_restrictions", "public-domain"),
+        ("", "https://commons.wikimedia.org/wiki/Template:PD-USGov-NASA", "public-domain"),
+        ("", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
+        ("whatever", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+        ("", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
+        ("All Rights Reserved", "", None),
+        ("", "", None),
+    ],
+)
+def test_licence_normalisation(text, url, expected):
+    assert canonical(text, url) == expected
+
+
+def test_licence_gate_reasons():
+    assert check("CC BY 4.0", "", "Jane Doe", ALLOW).ok
+    assert check("CC0", "", "", ALLOW).ok  # no attribution needed
+    nc = check("Attribution-NonCommercial License", "", "x", ALLOW)
+    assert not nc.ok and nc.reason.startswith("licence not allowed: CC-BY-NC-2.0")
+    assert not check("CC BY-SA 4.0", "", "x", ALLOW).ok
+    assert check("CC BY-SA 4.0", "", "x", ALLOW + ["CC-BY-SA-*"]).ok  # share-alike is an opt-in
+    missing = check("CC BY 2.0", "", "  ", ALLOW)
+    assert not missing.ok and missing.reason.startswith("licence attribution missing")
+    unknown = check("All Rights Reserved", "", "x", ALLOW)
+    assert unknown.reason == "licence unrecognised: All Rights Reserved"
