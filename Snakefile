@@ -26,6 +26,6 @@ include: "workflow/rules/publish.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

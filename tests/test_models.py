@@ -18,7 +18,6 @@ from gpic.models import (  # noqa: E402
     QWEN_SPECIAL_TOKENS,
     build_tiny_copy_detector,
     build_tiny_dinov2,
-    build_tiny_models,
     build_tiny_qwen3_vl,
     weights_revision,
 )
@@ -31,8 +30,8 @@ MAX_NEW = 8
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_models(tmp_path_factory.mktemp("models"), seed=0)
+def tiny(tiny_models):
+    return tiny_models
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def vlm(tiny):
 
 
 @pytest.fixture(scope="module")
-def photos():
+def photo_list():
     return [
         Image.fromarray(skimage_data.astronaut()),
         Image.fromarray(skimage_data.coffee()),
@@ -139,8 +138,8 @@ def test_vlm_identity(vlm, tiny):
     assert not vlm.model.training
 
 
-def test_generate_on_real_photos(vlm, photos):
-    gens = vlm.generate(photos, PROMPT, max_new_tokens=MAX_NEW)
+def test_generate_on_real_photos(vlm, photo_list):
+    gens = vlm.generate(photo_list, PROMPT, max_new_tokens=MAX_NEW)
     assert len(gens) == 3 and all(isinstance(g, Generation) for g in gens)
     for g in gens:
         assert 1 <= g.new_tokens <= MAX_NEW
@@ -151,16 +150,16 @@ def test_generate_on_real_photos(vlm, photos):
             assert not g.hit_limit
         assert "<|im_end|>" not in g.text and "<|endoftext|>" not in g.text
     # greedy decoding is deterministic
-    assert vlm.generate(photos, PROMPT, max_new_tokens=MAX_NEW) == gens
+    assert vlm.generate(photo_list, PROMPT, max_new_tokens=MAX_NEW) == gens
     # left padding: the astronaut (512x512) has more vision tokens than the others, so
     # in the batch the shorter prompts are padded; results must match single-image runs.
-    for photo, batched in zip(photos, gens):
+    for photo, batched in zip(photo_list, gens):
         assert vlm.generate([photo], PROMPT, max_new_tokens=MAX_NEW) == [batched]
     assert vlm.generate([], PROMPT, max_new_tokens=MAX_NEW) == []
 
 
-def test_generate_stops_at_eos_and_drops_padding(vlm, photos):
-    rows = vlm._generate_ids(photos, PROMPT, max_new_tokens=MAX_NEW)
+def test_generate_stops_at_eos_and_drops_padding(vlm, photo_list):
+    rows = vlm._generate_ids(photo_list, PROMPT, max_new_tokens=MAX_NEW)
     # Declare the 3rd token generated for the last photo an end-of-sequence token:
     # that row must stop there, and the batch goes on for the others (padded).
     stop = rows[2][2]
@@ -168,7 +167,7 @@ def test_generate_stops_at_eos_and_drops_padding(vlm, photos):
     saved = vlm.eos_token_ids
     try:
         vlm.eos_token_ids = frozenset({stop})
-        gens = vlm.generate(photos, PROMPT, max_new_tokens=MAX_NEW)
+        gens = vlm.generate(photo_list, PROMPT, max_new_tokens=MAX_NEW)
     finally:
         vlm.eos_token_ids = saved
     assert gens[2].new_tokens == first + 1 and not gens[2].hit_limit
@@ -181,12 +180,12 @@ def test_generate_stops_at_eos_and_drops_padding(vlm, photos):
             assert g.text == vlm.processor.tokenizer.decode(row, skip_special_tokens=True).strip()
 
 
-def test_generate_accepts_non_rgb_and_max_pixels(tiny, photos):
+def test_generate_accepts_non_rgb_and_max_pixels(tiny, photo_list):
     small = VisionLanguageModel(tiny["vlm"], max_pixels=16 * 32 * 32)
     assert small.processor.image_processor.size["longest_edge"] == 16 * 32 * 32
-    inputs = small.processor(text=[small._chat(PROMPT)], images=[photos[0]], return_tensors="pt")
+    inputs = small.processor(text=[small._chat(PROMPT)], images=[photo_list[0]], return_tensors="pt")
     assert int((inputs["input_ids"] == small.model.config.image_token_id).sum()) <= 16
-    gens = small.generate([photos[1].convert("L"), photos[2].convert("RGBA")], PROMPT, max_new_tokens=3)
+    gens = small.generate([photo_list[1].convert("L"), photo_list[2].convert("RGBA")], PROMPT, max_new_tokens=3)
     assert len(gens) == 2 and all(1 <= g.new_tokens <= 3 for g in gens)
 
 
@@ -236,19 +235,19 @@ def test_copy_detector_is_path_independent_torchscript(tiny):
 # --------------------------------------------------------------------------- copy detector / DINOv2
 
 
-def test_copy_detector_separates_copies_from_distinct_photos(tiny, photos):
+def test_copy_detector_separates_copies_from_distinct_photos(tiny, photo_list):
     model = _jit_load(tiny["copy_detector"])
     assert isinstance(model, torch.jit.ScriptModule)
     with torch.inference_mode():
-        batch = torch.cat([_imagenet_tensor(p.resize((224, 224))) for p in photos])
+        batch = torch.cat([_imagenet_tensor(p.resize((224, 224))) for p in photo_list])
         assert model(batch).shape == (3, 256)
         assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 256)
 
         def desc(image):
             return torch.nn.functional.normalize(model(_imagenet_tensor(image)), dim=1)[0]
 
-        base = [desc(p) for p in photos]
-        for photo, d in zip(photos, base):
+        base = [desc(p) for p in photo_list]
+        for photo, d in zip(photo_list, base):
             buf = io.BytesIO()
             photo.resize((photo.width * 2 // 3, photo.height * 2 // 3)).save(buf, "JPEG", quality=60)
             copy = Image.open(io.BytesIO(buf.getvalue()))
@@ -265,13 +264,13 @@ def test_copy_detector_dim_and_seed(tmp_path):
         assert model(torch.randn(1, 3, 40, 33)).shape == (1, 64)
 
 
-def test_dinov2_tiny_loads_with_automodel(tiny, photos):
+def test_dinov2_tiny_loads_with_automodel(tiny, photo_list):
     from transformers import AutoImageProcessor, AutoModel
 
     model = AutoModel.from_pretrained(tiny["dinov2"], local_files_only=True).eval()
     assert model.config.hidden_size == 32 and model.config.patch_size == 14
     processor = AutoImageProcessor.from_pretrained(tiny["dinov2"], local_files_only=True)
-    pixels = processor(images=photos, return_tensors="pt")["pixel_values"]
+    pixels = processor(images=photo_list, return_tensors="pt")["pixel_values"]
     assert pixels.shape == (3, 3, 224, 224)
     with torch.inference_mode():
         out = model(pixel_values=pixels)

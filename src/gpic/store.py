@@ -85,8 +85,9 @@ def write_tar(path: str | os.PathLike, members: Iterable[tuple[str, bytes]]) -> 
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for name, data in sorted(members, key=lambda m: m[0]):
                 info = _tarinfo(name, len(data))
+                header = len(info.tobuf(tar.format, tar.encoding, tar.errors))
+                offsets[name] = (tar.offset + header, len(data))
                 tar.addfile(info, io.BytesIO(data))
-                offsets[name] = (info.offset_data, len(data))
     return offsets
 
 

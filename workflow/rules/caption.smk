@@ -6,16 +6,18 @@ rule caption:
         dedup="results/dedup/{shard}.parquet",
     output:
         table="results/captions/{shard}.parquet",
-    params:
-        caption=config["caption"],
     log:
         "results/logs/caption/{shard}.log",
     benchmark:
         "results/benchmarks/caption/{shard}.tsv"
+    conda:
+        "../../environment.yml"
     threads: model_threads("caption")
     resources:
         mem_mb=16000,
         runtime=720,
         gpu=on_gpu("caption"),
+    params:
+        caption=config["caption"],
     script:
         "../scripts/caption.py"

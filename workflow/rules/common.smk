@@ -60,9 +60,17 @@ def packed_indexes(wildcards):
 
 def all_packed():
     """Every packed tar and its index."""
-    tars = expand("results/packed/train/gpic_train_{shard}.{ext}", shard=SHARDS, ext=["tar", "parquet"])
+    tars = expand(
+        "results/packed/train/gpic_train_{shard}.{ext}",
+        shard=SHARDS,
+        ext=["tar", "parquet"],
+    )
     for split, buckets in BUCKETS.items():
-        tars += expand(f"results/packed/{split}/gpic_{split}_{{bucket}}.{{ext}}", bucket=buckets, ext=["tar", "parquet"])
+        tars += expand(
+            f"results/packed/{split}/gpic_{split}_{{bucket}}.{{ext}}",
+            bucket=buckets,
+            ext=["tar", "parquet"],
+        )
     return tars
 
 

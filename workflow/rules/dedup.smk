@@ -5,15 +5,17 @@ rule dedup:
     output:
         decisions="results/dedup/decisions.parquet",
         shards=expand("results/dedup/{shard}.parquet", shard=SHARDS),
-    params:
-        dedup=config["dedup"],
     log:
         "results/logs/dedup/dedup.log",
     benchmark:
         "results/benchmarks/dedup/dedup.tsv"
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         mem_mb=16000,
         runtime=240,
+    params:
+        dedup=config["dedup"],
     script:
         "../scripts/dedup.py"

@@ -8,16 +8,18 @@ rule embed:
         judge="results/judge/{shard}.parquet",
     output:
         table="results/embed/{shard}.parquet",
-    params:
-        embed=config["embed"],
     log:
         "results/logs/embed/{shard}.log",
     benchmark:
         "results/benchmarks/embed/{shard}.tsv"
+    conda:
+        "../../environment.yml"
     threads: model_threads("embed")
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=on_gpu("embed"),
+    params:
+        embed=config["embed"],
     script:
         "../scripts/embed.py"

@@ -5,16 +5,18 @@ rule fetch:
     output:
         raw="results/raw/{shard}.tar",
         records="results/fetch/{shard}.parquet",
-    params:
-        fetch=config["fetch"],
-        licenses=config["licenses"],
     log:
         "results/logs/fetch/{shard}.log",
     benchmark:
         "results/benchmarks/fetch/{shard}.tsv"
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=120,
+    params:
+        fetch=config["fetch"],
+        licenses=config["licenses"],
     script:
         "../scripts/fetch.py"

@@ -5,15 +5,17 @@ rule filter:
         records="results/fetch/{shard}.parquet",
     output:
         table="results/filter/{shard}.parquet",
-    params:
-        filter=config["filter"],
     log:
         "results/logs/filter/{shard}.log",
     benchmark:
         "results/benchmarks/filter/{shard}.tsv"
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        filter=config["filter"],
     script:
         "../scripts/filter.py"

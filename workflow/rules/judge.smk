@@ -6,16 +6,18 @@ rule judge:
         filter="results/filter/{shard}.parquet",
     output:
         table="results/judge/{shard}.parquet",
-    params:
-        judge=config["judge"],
     log:
         "results/logs/judge/{shard}.log",
     benchmark:
         "results/benchmarks/judge/{shard}.tsv"
+    conda:
+        "../../environment.yml"
     threads: model_threads("judge")
     resources:
         mem_mb=16000,
         runtime=240,
         gpu=on_gpu("judge"),
+    params:
+        judge=config["judge"],
     script:
         "../scripts/judge.py"

@@ -9,17 +9,19 @@ rule pack_train:
     output:
         tar="results/packed/train/gpic_train_{shard}.tar",
         index="results/packed/train/gpic_train_{shard}.parquet",
-    params:
-        split="train",
-        shards=config["shards"],
-        tiers=config["tiers"],
     log:
         "results/logs/pack/train_{shard}.log",
     benchmark:
         "results/benchmarks/pack/train_{shard}.tsv"
+    conda:
+        "../../environment.yml"
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        split="train",
+        shards=config["shards"],
+        tiers=config["tiers"],
     script:
         "../scripts/pack.py"
 
@@ -31,15 +33,17 @@ rule pack_heldout:
     output:
         tar="results/packed/{split}/gpic_{split}_{bucket}.tar",
         index="results/packed/{split}/gpic_{split}_{bucket}.parquet",
-    params:
-        shards=config["shards"],
-        tiers=config["tiers"],
     log:
         "results/logs/pack/{split}_{bucket}.log",
     benchmark:
         "results/benchmarks/pack/{split}_{bucket}.tsv"
+    conda:
+        "../../environment.yml"
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        shards=config["shards"],
+        tiers=config["tiers"],
     script:
         "../scripts/pack.py"

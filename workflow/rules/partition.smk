@@ -5,14 +5,16 @@ rule partition:
     output:
         manifests=expand("results/manifests/{shard}.parquet", shard=SHARDS),
         summary="results/manifests/partition.json",
+    log:
+        "results/logs/partition/partition.log",
+    conda:
+        "../../environment.yml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         shards=config["shards"],
         splits=config["splits"],
         allowed_sources=config["allowed_sources"],
-    log:
-        "results/logs/partition/partition.log",
-    resources:
-        mem_mb=4000,
-        runtime=60,
     script:
         "../scripts/partition.py"

@@ -13,6 +13,8 @@ rule provenance:
         table="results/provenance/{shard}.parquet",
     log:
         "results/logs/provenance/{shard}.log",
+    conda:
+        "../../environment.yml"
     resources:
         mem_mb=2000,
         runtime=30,

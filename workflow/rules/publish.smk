@@ -5,14 +5,16 @@ rule publish:
     output:
         card="results/packed/README.md",
         sums="results/packed/SHA256SUMS",
+    log:
+        "results/logs/publish/publish.log",
+    conda:
+        "../../environment.yml"
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         shards=config["shards"],
         tiers=config["tiers"],
         publish=config["publish"],
-    log:
-        "results/logs/publish/publish.log",
-    resources:
-        mem_mb=2000,
-        runtime=60,
     script:
         "../scripts/publish.py"
