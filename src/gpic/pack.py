@@ -3,12 +3,12 @@ and next to each tar a parquet index with every member's byte offset and size.""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from gpic.caption import LEVELS
 from gpic.store import read_table, read_tar, write_table, write_tar
@@ -39,16 +39,47 @@ def samples(inputs: ShardInputs, split: str) -> tuple[pd.DataFrame, dict[str, by
     return table, raw
 
 
-def record(row: dict, tier: str) -> dict:
-    """The JSON stored beside each image: where it came from, its licence, its captions."""
-    return {
-        "key": row["key"], "source": row["source"], "source_id": row["source_id"], "url": row["url"],
-        "license": row["license"], "license_id": row["license_id"], "license_url": row["license_url"],
-        "attribution": row["attribution"], "title": row["title"], "retrieved_at": row["fetched_at"],
-        "sha256": row["sha256"], "width": int(row["width"]), "height": int(row["height"]),
-        "split": row["split"], "tier": tier, "captions": {lv: row[lv] for lv in LEVELS},
-        "caption_model": row["caption_model_id"], "caption_model_revision": row["caption_model_revision"],
-    }
+class Captions(BaseModel):
+    label: str
+    short: str
+    medium: str
+    long: str
+
+
+class SampleRecord(BaseModel):
+    """The JSON stored beside each image (the output contract): where it came from, its
+    licence and attribution, its captions and the model that wrote them."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    source: str
+    source_id: str
+    url: str
+    license: str
+    license_id: str
+    license_url: str
+    attribution: str
+    title: str
+    retrieved_at: str
+    sha256: str
+    width: int
+    height: int
+    split: str
+    tier: str
+    captions: Captions
+    caption_model: str
+    caption_model_revision: str
+
+
+COPIED = ["key", "source", "source_id", "url", "license", "license_id", "license_url", "attribution", "title",
+          "sha256", "split"]
+
+
+def record(row: dict, tier: str) -> SampleRecord:
+    return SampleRecord(**{name: row[name] for name in COPIED}, width=int(row["width"]), height=int(row["height"]),
+                        retrieved_at=row["fetched_at"], tier=tier,
+                        captions=Captions(**{lv: row[lv] for lv in LEVELS}),
+                        caption_model=row["caption_model_id"], caption_model_revision=row["caption_model_revision"])
 
 
 def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path, index_path: str | Path) -> pd.DataFrame:
@@ -61,9 +92,8 @@ def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path,
             ext = row["raw_member"].rsplit(".", 1)[-1]
             meta = record(row, tier)
             image_name, json_name = f"{row['key']}.{ext}", f"{row['key']}.json"
-            members += [(image_name, raw[row["raw_member"]]),
-                        (json_name, json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())]
-            flat = {k: v for k, v in meta.items() if k != "captions"} | meta["captions"]
+            members += [(image_name, raw[row["raw_member"]]), (json_name, meta.model_dump_json().encode())]
+            flat = meta.model_dump(exclude={"captions"}) | meta.captions.model_dump()
             index_rows.append({**flat, "tar": tar_name, "image_member": image_name, "json_member": json_name})
     offsets = write_tar(tar_path, members)
     index = pd.DataFrame(index_rows, columns=["key", "tar", "image_member", "json_member", "split", "tier", "source",
