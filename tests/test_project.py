@@ -70,3 +70,9 @@ def test_environment_yml_matches_pyproject():
     listed = [p for p in pip if not p.startswith("-e")]
     assert sorted(map(str.lower, listed)) == sorted(map(str.lower, project))
     assert {_name(p) for p in listed} == {_name(p) for p in project}
+
+
+def test_tier_order_does_not_depend_on_the_config_mapping():
+    shuffled = {"full": 1.0, "lite": 0.1, "nano": 0.01}
+    assert list(tier_shard_counts(shuffled, 8)) == ["nano", "lite", "full"]
+    assert tier_of_shard(shuffled, 8, 0) == "nano"

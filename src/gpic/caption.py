@@ -16,12 +16,13 @@ from gpic.store import config_hash, read_tar, stamp, write_table
 log = logging.getLogger(__name__)
 
 LEVELS = ("label", "short", "medium", "long")
-CHAT_ARTEFACTS = re.compile(r"<\|[^|>]*\|>|^\s*(assistant|user|system)\s*:?\s*", re.IGNORECASE)
+SPECIAL_TOKENS = re.compile(r"<\|[^|>]*\|>")
+ROLE_PREFIX = re.compile(r"^\s*(assistant|user|system)\b\s*:?\s*", re.IGNORECASE)
 
 
 def clean(text: str) -> str:
-    """Strip chat-template artefacts and collapse whitespace."""
-    return " ".join(CHAT_ARTEFACTS.sub(" ", text).split())
+    """Strip chat-template artefacts (special tokens, then a leading role name) and collapse whitespace."""
+    return " ".join(ROLE_PREFIX.sub("", SPECIAL_TOKENS.sub(" ", text)).split())
 
 
 def flag(text: str, hit_limit: bool) -> str:

@@ -34,11 +34,12 @@ def load_config(path: str | Path) -> dict:
 
 
 def tier_shard_counts(tiers: dict[str, float], n_shards: int) -> dict[str, int]:
-    """Number of leading train shards in each tier (at least one, so tiny runs have every tier)."""
-    return {name: max(1, math.floor(frac * n_shards + 1e-9)) for name, frac in tiers.items()}
+    """Number of leading train shards in each tier (at least one, so tiny runs have every tier),
+    smallest tier first whatever the order of the config mapping."""
+    by_size = sorted(tiers.items(), key=lambda kv: kv[1])
+    return {name: max(1, math.floor(frac * n_shards + 1e-9)) for name, frac in by_size}
 
 
 def tier_of_shard(tiers: dict[str, float], n_shards: int, shard: int) -> str:
     """Smallest tier whose shard prefix contains this train shard."""
-    counts = sorted(tier_shard_counts(tiers, n_shards).items(), key=lambda kv: kv[1])
-    return next(name for name, count in counts if shard < count)
+    return next(name for name, count in tier_shard_counts(tiers, n_shards).items() if shard < count)

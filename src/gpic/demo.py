@@ -38,6 +38,8 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageStat
 
+from gpic.filters import SCORE_SIDE, grey_for_scores, scores
+
 # --------------------------------------------------------------------------------------
 # Contract
 # --------------------------------------------------------------------------------------
@@ -98,6 +100,8 @@ _MAX_ZOOM = 1.9
 _PREVIEW_SCALE = 4
 _RETRIEVED_BASE = datetime(2025, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
 _GENERATOR = "GPIC demo generator"
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 # --------------------------------------------------------------------------------------
 # Licences, as each source spells them
@@ -240,33 +244,24 @@ def phash_bits(img: Image.Image) -> np.ndarray:
 
 
 def thumb_vector(img: Image.Image) -> np.ndarray:
-    """Mean-centred, unit-norm 16x16 RGB thumbnail (768 floats); zeros for a flat image."""
-    v = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.float64).reshape(-1)
+    """What the tiny copy detector sees, before its random projection: short side resized to
+    288, centre crop, ImageNet-normalised, 16x16 average-pooled, mean-centred, unit norm."""
+    rgb = img.convert("RGB")
+    scale = 288 / min(rgb.size)
+    w, h = max(288, round(rgb.width * scale)), max(288, round(rgb.height * scale))
+    rgb = rgb.resize((w, h), Image.BILINEAR)
+    left, top = (w - 288) // 2, (h - 288) // 2
+    a = np.asarray(rgb.crop((left, top, left + 288, top + 288)), dtype=np.float64) / 255.0
+    a = (a - _IMAGENET_MEAN) / _IMAGENET_STD
+    v = a.reshape(16, 18, 16, 18, 3).mean(axis=(1, 3)).transpose(2, 0, 1).reshape(-1)
     v = v - v.mean()
     n = np.linalg.norm(v)
     return v / n if n > 1e-9 else v
 
 
-def _grey_small(grey: Image.Image) -> np.ndarray:
-    if max(grey.size) > 512:
-        s = 512 / max(grey.size)
-        grey = grey.resize(
-            (max(1, round(grey.width * s)), max(1, round(grey.height * s))), Image.BILINEAR
-        )
-    return np.asarray(grey, dtype=np.float32)
-
-
-def _laplacian_var(a: np.ndarray) -> float:
-    if a.shape[0] < 3 or a.shape[1] < 3:
-        return 0.0
-    lap = a[1:-1, :-2] + a[1:-1, 2:] + a[:-2, 1:-1] + a[2:, 1:-1] - 4.0 * a[1:-1, 1:-1]
-    return float(lap.astype(np.float64).var())
-
-
 def sharpness(img: Image.Image) -> float:
-    """Variance of the 4-neighbour Laplacian of the greyscale image at max side 512
-    (bilinear downscale; images at most 512 on the long side are measured as they are)."""
-    return _laplacian_var(_grey_small(img.convert("L")))
+    """The filter stage's blur score (variance of the Laplacian at reduced scale)."""
+    return scores(grey_for_scores(img))["blur"]
 
 
 def grey_stats(img: Image.Image) -> tuple[float, float]:
@@ -291,7 +286,7 @@ def passes_quality(img: Image.Image, strict: bool = False) -> bool:
         return False
     if clipped > (_GEN_CLIPPED if strict else MAX_CLIPPED_FRACTION):
         return False
-    return _laplacian_var(_grey_small(grey)) >= (_GEN_SHARPNESS if strict else MIN_SHARPNESS)
+    return sharpness(grey) >= (_GEN_SHARPNESS if strict else MIN_SHARPNESS)
 
 
 # --------------------------------------------------------------------------------------
@@ -466,9 +461,9 @@ def _render(parent: Image.Image, spec: _CropSpec, scale: int = 1) -> Image.Image
 
 
 def _render_grey_measure(parent_grey: Image.Image, spec: _CropSpec) -> np.ndarray:
-    """The crop in grey at the size ``sharpness`` measures it (max side 512)."""
+    """The crop in grey at the size ``sharpness`` measures it."""
     w, h = spec.size
-    s = min(1.0, 512 / max(w, h))
+    s = min(1.0, SCORE_SIDE / max(w, h))
     out = parent_grey.resize((max(3, round(w * s)), max(3, round(h * s))), Image.BICUBIC,
                              box=spec.box)
     return np.asarray(out, dtype=np.float32)
@@ -628,7 +623,7 @@ class _Builder:
                 if std < _GEN_GREY_STD - 4 or clipped > _GEN_CLIPPED + 0.1:
                     continue
                 # Sharpness is measured at max side 512, so render just that, in grey.
-                if _laplacian_var(_render_grey_measure(grey[i], spec)) < 0.9 * _GEN_SHARPNESS:
+                if scores(_render_grey_measure(grey[i], spec))["blur"] < 0.9 * _GEN_SHARPNESS:
                     continue
                 img = _render(src, spec)
                 std, clipped = grey_stats(img)
@@ -768,27 +763,27 @@ class _Builder:
                 _Row("blank", "cc0", _GENERATOR, f"Grey card {k + 1}", _encode(img, fmt), fmt,
                      500, 400)
             )
-        # overexposed: a photo crop blown out to almost all white
+        # overexposed: a photo crop blown out: all but its darkest 10 % of pixels pure white
         for _ in range(per_kind):
-            for _attempt in range(20):
-                photo, img = self._extra_crop()
-                # Push all but the darkest ~8 % of pixels to pure white.
-                a = np.asarray(img, dtype=np.float32)
-                knee = float(np.percentile(a.min(axis=2), 8)) + 1.0
-                a = np.clip(np.rint(255.0 - (knee - a) * 2.5), 0, 255).astype(np.uint8)
-                over = Image.fromarray(a, "RGB")
-                if 0.85 <= grey_stats(over)[1] <= 0.99:
-                    break
+            photo, img = self._extra_crop()
+            a = np.asarray(img).copy()
+            luma = np.asarray(img.convert("L"))
+            a[luma > np.percentile(luma, 10)] = 255
+            over = Image.fromarray(a, "RGB")
             data = _encode(over, "png")  # PNG keeps the 255s exact
             dec = _decode(data)
             self._register_extra(dec)
             self.rows.append(
                 _row_from_image("overexposed", photo, self._crop_title(photo), data, "png", dec.size)
             )
-        # blurry: a photo crop under a heavy Gaussian blur
+        # blurry: a photo crop under a heavy Gaussian blur that keeps enough contrast not to
+        # read as near-blank
         for k in range(per_kind):
-            photo, img = self._extra_crop("bad_only" if k % 2 == 0 else "packed")
-            blurred = img.filter(ImageFilter.GaussianBlur(12))
+            for _attempt in range(20):
+                photo, img = self._extra_crop("bad_only" if k % 2 == 0 else "packed")
+                blurred = img.filter(ImageFilter.GaussianBlur(12))
+                if grey_stats(blurred)[0] > _GEN_GREY_STD:
+                    break
             data = _encode(blurred, "jpg")
             dec = _decode(data)
             self._register_extra(dec)

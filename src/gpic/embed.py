@@ -4,6 +4,7 @@ the three signals the global dedup stage compares."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import imagehash
@@ -29,7 +30,9 @@ class CopyDetector:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"copy-detection model not found: {path}")
-        self.model = torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():  # torch.jit is deprecated upstream but is SSCD's format
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = torch.jit.load(str(path), map_location=device).eval()
         self.device = device
         self.model_id = path.name
         self.revision = weights_revision(path)

@@ -28,7 +28,7 @@ def tier_configs(packed: Path, tiers: dict[str, float], n_train: int) -> list[di
     """One `datasets` config per tier: a prefix of the train shards, all val and test shards."""
     counts = tier_shard_counts(tiers, n_train)
     configs = []
-    for name, count in sorted(counts.items(), key=lambda kv: kv[1]):
+    for name, count in counts.items():
         files = [{"split": "train", "path": [f"train/gpic_train_{i:05d}.tar" for i in range(count)]}]
         for split in ("val", "test"):
             files.append({"split": SPLIT_NAMES[split], "path": f"{split}/*.tar"})
@@ -55,7 +55,7 @@ def write_card(packed: str | Path, config: dict, card_path: str | Path, sums_pat
     sources = index["source"].value_counts()
     tier_rows = "\n".join(
         f"| {name} | {count} | {int(index[(index['split'] == 'train') & index['tar'].isin([f'gpic_train_{i:05d}.tar' for i in range(count)])].shape[0])} |"
-        for name, count in sorted(counts.items(), key=lambda kv: kv[1]))
+        for name, count in counts.items())
     body = f"""# {config['publish']['pretty_name']}
 
 Image-text pairs built from permissively licensed images by the GPIC pipeline (gpic {__version__}):
