@@ -27,6 +27,7 @@ resources/demo/.built: $(VENV)/.installed
 demo: resources/models/tiny/.built resources/demo/.built
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/gpic summary
+	$(BIN)/gpic verify
 
 test: $(VENV)/.installed
 	$(BIN)/pytest -q

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import skimage.data
 import torch
+import yaml
 from PIL import Image
 
 torch.set_num_threads(1)  # two threads on these shared two-core machines ran far slower
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEMO_SHARDS = [f"{i:05d}" for i in range(8)]
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
@@ -41,3 +50,35 @@ def base_config() -> dict:
 
 def blank(size=(500, 400), value=128) -> Image.Image:
     return Image.fromarray(np.full((size[1], size[0], 3), value, dtype=np.uint8))
+
+
+def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+               "--configfile", str(work / "config.yaml"), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=work)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory, tiny_models) -> Path:
+    """The whole demo workflow, run once per test session through Snakemake (minutes)."""
+    from gpic.demo import build_demo
+
+    work = tmp_path_factory.mktemp("demo")
+    build_demo(work / "resources" / "demo")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    models = {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}
+    for stage, model in models.items():
+        if stage in config:
+            config[stage]["model"] = str(tiny_models[model])
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(work, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return work
+
+
+@pytest.fixture(scope="session")
+def provenance(demo) -> pd.DataFrame:
+    from gpic.store import read_table
+
+    return pd.concat([read_table(demo / "results" / "provenance" / f"{s}.parquet").assign(shard=s)
+                      for s in DEMO_SHARDS])

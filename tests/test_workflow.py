@@ -3,24 +3,13 @@ final state, every bad input kind gets its reason, and the packed corpus is comp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
-import sys
-import tarfile
-from pathlib import Path
 
 import pandas as pd
-import pytest
-import yaml
 
-from gpic.demo import build_demo
-from gpic.pack import ShardInputs, pack
+from conftest import BIN, DEMO_SHARDS as SHARDS, snakemake
 from gpic.store import read_table
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SHARDS = [f"{i:05d}" for i in range(8)]
 
 EXPECTED = {  # demo category -> (state, stage, reason prefix)
     "truncated": ("dropped", "filter", "decode corrupt"),
@@ -36,30 +25,6 @@ EXPECTED = {  # demo category -> (state, stage, reason prefix)
     "bad_scheme": ("dropped", "partition", "manifest unsupported url scheme"),
     "missing_source_id": ("dropped", "partition", "manifest empty source_id"),
 }
-
-
-def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-               "--configfile", str(work / "config.yaml"), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=work)
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory, tiny_models) -> Path:
-    work = tmp_path_factory.mktemp("demo")
-    build_demo(work / "resources" / "demo")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for stage, model in (("judge", "vlm"), ("caption", "vlm"), ("embed", "copy_detector")):
-        config[stage]["model"] = str(tiny_models[model])
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    run = snakemake(work, "--cores", "2")
-    assert run.returncode == 0, run.stderr[-4000:]
-    return work
-
-
-@pytest.fixture(scope="session")
-def provenance(demo) -> pd.DataFrame:
-    return pd.concat([read_table(demo / "results" / "provenance" / f"{s}.parquet").assign(shard=s) for s in SHARDS])
 
 
 def test_every_key_ends_in_exactly_one_state(demo, provenance):
@@ -106,42 +71,6 @@ def test_good_photos_are_packed_and_planted_copies_removed(demo, provenance):
         assert loser_reason.startswith("duplicate ("), loser_reason
     distinct = got[(got["expect"] == "packed") & ~got["source_id"].isin(copies["parent_source_id"])]
     assert (distinct["state"] == "packed").all(), distinct.loc[distinct["state"] != "packed", ["source_id", "reason"]]
-
-
-def test_packed_shards_indexes_and_card(demo, provenance):
-    packed = demo / "results" / "packed"
-    tars = {split: sorted((packed / split).glob("*.tar")) for split in ("train", "val", "test")}
-    assert [len(tars[s]) for s in ("train", "val", "test")] == [8, 1, 2]
-    total = 0
-    for tar_path in sum(tars.values(), []):
-        index = read_table(tar_path.with_suffix(".parquet"))
-        raw = tar_path.read_bytes()
-        with tarfile.open(tar_path) as tar:
-            names = tar.getnames()
-        assert names == sorted(names) and len(names) == 2 * len(index)
-        for row in index.itertuples():
-            record = json.loads(raw[row.json_offset: row.json_offset + row.json_size])
-            assert record["key"] == row.key and record["split"] in tar_path.name
-            assert set(record["captions"]) == {"label", "short", "medium", "long"}
-            assert record["license_id"] and record["attribution"] is not None
-            image = raw[row.image_offset: row.image_offset + row.image_size]
-            assert hashlib.sha256(image).hexdigest() == record["sha256"]
-        total += len(index)
-    assert total == (provenance["state"] == "packed").sum()
-    card = (packed / "README.md").read_text()
-    header = yaml.safe_load(card.split("---")[1])
-    assert [c["config_name"] for c in header["configs"]] == ["nano", "lite", "full"]
-    for line in (packed / "SHA256SUMS").read_text().splitlines():
-        digest, name = line.split("  ")
-        assert hashlib.sha256((packed / name).read_bytes()).hexdigest() == digest
-
-
-def test_packing_is_byte_identical_on_rebuild(demo, tmp_path):
-    r = demo / "results"
-    inputs = [ShardInputs(*(str(r / d / f"00003.{e}") for d, e in (("manifests", "parquet"), ("fetch", "parquet"),
-                                                                   ("filter", "parquet"), ("captions", "parquet"), ("raw", "tar"))))]
-    pack(inputs, "train", "full", tmp_path / "again.tar", tmp_path / "again.parquet")
-    assert (tmp_path / "again.tar").read_bytes() == (r / "packed" / "train" / "gpic_train_00003.tar").read_bytes()
 
 
 def test_lineage_of_a_packed_and_a_dropped_key(demo, provenance):

@@ -12,6 +12,9 @@ from rich.table import Table
 app = typer.Typer(help="GPIC pipeline tools.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 models_app = typer.Typer(help="Model checkpoints.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+bench_app = typer.Typer(help="Benchmarks: ours and the baseline in one run; the last line is key=value figures.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console()
 
 
@@ -80,3 +83,60 @@ def summary(results: Path = Path("results"), as_json: bool = typer.Option(False,
     if not report["conserved"]:
         console.print("[red]counts do not conserve: in != packed + dropped + failed[/red]")
         raise typer.Exit(1)
+
+
+@app.command()
+def verify(results: Path = typer.Argument(Path("results"))) -> None:
+    """Check a results folder: tars against SHA256SUMS, each index against its tar, no key
+    packed twice, every key of every shard in exactly one final state. Exit 1 naming problems."""
+    from gpic.verify import verify as check
+
+    problems = check(results)
+    for problem in problems:
+        console.print(f"[red]{problem}[/red]", soft_wrap=True)
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s) in {results}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]{results}: verified[/green]")
+
+
+@app.command()
+def publish(results: Path = typer.Argument(Path("results")),
+            repo_id: str = typer.Option("", help="Hub dataset repo, e.g. org/gpic."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded, with sizes."),
+            public: bool = typer.Option(False, "--public", help="Create the repo public (default private).")) -> None:
+    """Verify RESULTS, then upload RESULTS/packed to the Hugging Face hub (resumable)."""
+    from gpic.publish import published_files, upload
+    from gpic.verify import verify as check
+
+    problems = check(results)
+    if problems:
+        console.print(f"[red]refusing to publish: `gpic verify {results}` finds {len(problems)} problem(s), "
+                      f"first: {problems[0]}[/red]", soft_wrap=True)
+        raise typer.Exit(1)
+    packed = results / "packed"
+    files = published_files(packed)
+    table = Table("file", "bytes", title=f"{len(files)} files from {packed}")
+    for path in files:
+        table.add_row(str(path.relative_to(packed)), f"{path.stat().st_size:,}")
+    total = sum(p.stat().st_size for p in files)
+    table.add_row("[bold]total[/bold]", f"[bold]{total:,}[/bold]")
+    console.print(table)
+    if dry_run:
+        return
+    if not repo_id:
+        console.print("[red]--repo-id is required to upload (or pass --dry-run)[/red]")
+        raise typer.Exit(2)
+    upload(packed, repo_id, private=not public)
+    console.print(f"[green]uploaded to https://huggingface.co/datasets/{repo_id}[/green]")
+
+
+@bench_app.command("pack")
+def bench_pack(samples: int = 500, repeat: int = 3) -> None:
+    """Pack throughput (MB/s) against a plain standard-library tar copy of the same bytes."""
+    from gpic.bench import bench_pack as run, figures_line
+
+    figures = run(samples, repeat)
+    console.print(f"pack {figures['samples']} samples ({figures['mb']} MB): ours {figures['ours_mb_per_s']:.0f} MB/s, "
+                  f"plain tar copy {figures['baseline_mb_per_s']:.0f} MB/s")
+    print(figures_line(figures))

@@ -9,11 +9,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pydantic import BaseModel
+
 from gpic import __version__
 from gpic.config import tier_shard_counts
+from gpic.pack import SampleRecord
 from gpic.store import atomic_path, read_table
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+PUBLISHED = ["README.md", "SHA256SUMS", "*/*.tar", "*/*.parquet"]  # what goes to the hub
+HF_DTYPES = {str: "string", int: "int64"}
 
 
 def sha256_file(path: Path) -> str:
@@ -36,6 +41,27 @@ def tier_configs(packed: Path, tiers: dict[str, float], n_train: int) -> list[di
     return configs
 
 
+def record_features(model: type[BaseModel]) -> list[dict]:
+    """The hub's YAML feature list of a pydantic record (nested models become structs)."""
+    features = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            features.append({"name": name, "struct": record_features(kind)})
+        else:
+            features.append({"name": name, "dtype": HF_DTYPES[kind]})
+    return features
+
+
+def dataset_info(configs: list[dict], image_fields: list[str]) -> list[dict]:
+    """Features declared per config: `datasets` then skips its inference from the first
+    samples, which rejects shards mixing {key}.jpg and {key}.png members."""
+    features = [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"},
+                *({"name": ext, "dtype": "image"} for ext in image_fields),
+                {"name": "json", "struct": record_features(SampleRecord)}]
+    return [{"config_name": c["config_name"], "features": features} for c in configs]
+
+
 def write_card(packed: str | Path, config: dict, card_path: str | Path, sums_path: str | Path) -> None:
     packed = Path(packed)
     tars = sorted(packed.glob("*/*.tar"))
@@ -43,12 +69,15 @@ def write_card(packed: str | Path, config: dict, card_path: str | Path, sums_pat
     index = pd.concat(indexes, ignore_index=True) if indexes else pd.DataFrame(columns=["split", "license_id", "source"])
     n_train = config["shards"]
     counts = tier_shard_counts(config["tiers"], n_train)
+    configs = tier_configs(packed, config["tiers"], n_train)
+    image_fields = sorted({m.rsplit(".", 1)[-1] for m in index.get("image_member", [])}) or ["jpg"]
     header = {
         "pretty_name": config["publish"]["pretty_name"],
         "license": "other",
         "task_categories": ["text-to-image", "image-to-text"],
         "size_categories": ["n<1K" if len(index) < 1000 else "1K<n<10K" if len(index) < 10_000 else "n>1M"],
-        "configs": tier_configs(packed, config["tiers"], n_train),
+        "configs": configs,
+        "dataset_info": dataset_info(configs, image_fields),
     }
     split_counts = index["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
     licences = index.groupby(["license_id"]).size().sort_values(ascending=False)
@@ -96,3 +125,20 @@ follow the licence of each image. Checksums of every file are in `SHA256SUMS`.
     files = sorted([*tars, *(t.with_suffix(".parquet") for t in tars)])
     with atomic_path(sums_path) as tmp:
         tmp.write_text("".join(f"{sha256_file(f)}  {f.relative_to(packed)}\n" for f in files))
+
+
+def published_files(packed: str | Path) -> list[Path]:
+    """The files an upload sends, in a stable order."""
+    packed = Path(packed)
+    return sorted({p for pattern in PUBLISHED for p in packed.glob(pattern) if p.is_file()})
+
+
+def upload(packed: str | Path, repo_id: str, private: bool = True) -> None:
+    """Resumable upload of the packed folder as a hub dataset (re-running continues where it
+    stopped: huggingface_hub keeps per-file state in the folder's .cache)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_large_folder(repo_id=repo_id, folder_path=str(packed), repo_type="dataset",
+                            allow_patterns=PUBLISHED)
