@@ -132,7 +132,7 @@ def publish(results: Path = typer.Argument(Path("results")),
 
 
 @bench_app.command("pack")
-def bench_pack(samples: int = 500, repeat: int = 3) -> None:
+def bench_pack(samples: int = 500, repeat: int = 5) -> None:
     """Pack throughput (MB/s) against a plain standard-library tar copy of the same bytes."""
     from gpic.bench import bench_pack as run, figures_line
 
