@@ -14,15 +14,14 @@ validate(config, schema="src/gpic/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/partition.smk"
-include: "workflow/rules/fetch.smk"
-include: "workflow/rules/filter.smk"
-include: "workflow/rules/judge.smk"
-include: "workflow/rules/embed.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/assess.smk"
 include: "workflow/rules/dedup.smk"
 include: "workflow/rules/caption.smk"
 include: "workflow/rules/pack.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/publish.smk"
+include: "workflow/rules/eval.smk"
 
 
 rule all:

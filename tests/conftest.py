@@ -58,12 +58,10 @@ def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, cwd=work)
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory, tiny_models) -> Path:
-    """The whole demo workflow, run once per test session through Snakemake (minutes)."""
+def demo_workspace(work: Path, tiny_models: dict) -> Path:
+    """A folder with the demo corpus and the demo config pointing at the tiny models."""
     from gpic.demo import build_demo
 
-    work = tmp_path_factory.mktemp("demo")
     build_demo(work / "resources" / "demo")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     models = {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}
@@ -71,6 +69,13 @@ def demo(tmp_path_factory, tiny_models) -> Path:
         if stage in config:
             config[stage]["model"] = str(tiny_models[model])
     (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory, tiny_models) -> Path:
+    """The whole demo workflow, run once per test session through Snakemake."""
+    work = demo_workspace(tmp_path_factory.mktemp("demo"), tiny_models)
     run = snakemake(work, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]
     return work

@@ -2,7 +2,8 @@
 
 import pytest
 
-from gpic.keys import bucket_of, make_key, shard_of, split_of
+from gpic.jobs import block_names, block_shards, bucket_of, bucket_range
+from gpic.keys import make_key, shard_of, split_of
 from gpic.licenses import canonical, check
 
 ALLOW = ["CC0-1.0", "PDM-1.0", "public-domain", "CC-BY-[0-9]*"]
@@ -26,7 +27,19 @@ def test_shards_and_splits_are_balanced_pure_functions():
     assert abs(splits.count("test") / 20000 - 0.1) < 0.01
     assert abs(splits.count("val") / 20000 - 0.05) < 0.01
     assert [shard_of(k, 8) for k in keys[:50]] == shards[:50]
-    assert bucket_of(13, 4) == 1
+
+
+@pytest.mark.parametrize("n_shards,n_buckets", [(8, 1), (8, 2), (8000, 80), (7, 3), (3, 5)])
+def test_buckets_are_contiguous_ranges_covering_every_shard(n_shards, n_buckets):
+    ranges = [bucket_range(b, n_buckets, n_shards) for b in range(n_buckets)]
+    assert [s for r in ranges for s in r] == list(range(n_shards))
+    assert all(bucket_of(s, n_buckets, n_shards) == b for b, r in enumerate(ranges) for s in r)
+
+
+def test_blocks_cover_the_shards_in_order():
+    assert block_names(8, 4) == ["00000-00003", "00004-00007"]
+    assert block_names(7, 3) == ["00000-00002", "00003-00005", "00006-00006"]
+    assert [s for b in block_names(8000, 10) for s in block_shards(b)] == [f"{i:05d}" for i in range(8000)]
 
 
 @pytest.mark.parametrize(

@@ -76,3 +76,13 @@ def test_tier_order_does_not_depend_on_the_config_mapping():
     shuffled = {"full": 1.0, "lite": 0.1, "nano": 0.01}
     assert list(tier_shard_counts(shuffled, 8)) == ["nano", "lite", "full"]
     assert tier_of_shard(shuffled, 8, 0) == "nano"
+
+
+@pytest.mark.parametrize("profile", ["slurm", "slurm-local"])
+def test_profiles_name_only_rules_the_workflow_has(profile):
+    settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+    rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")),
+                           re.MULTILINE))
+    assert set(settings.get("set-resources", {})) <= rules
+    if profile == "slurm":
+        assert settings["executor"] == "slurm" and settings["default-resources"]["slurm_partition"]

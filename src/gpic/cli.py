@@ -131,6 +131,48 @@ def publish(results: Path = typer.Argument(Path("results")),
     console.print(f"[green]uploaded to https://huggingface.co/datasets/{repo_id}[/green]")
 
 
+@app.command("fd")
+def fd_command(samples: Path = typer.Argument(..., help="A folder of images, a tar shard or an .npz of statistics."),
+               ref: Path = typer.Option(Path("results/eval/fd_dinov2_test.npz"), help="Reference statistics (.npz)."),
+               model: Path | None = typer.Option(None, help="DINOv2 folder; needed unless SAMPLES is an .npz."),
+               out: Path | None = typer.Option(None, help="Write the result and its inputs' sha256 here (JSON)."),
+               device: str = "cpu", batch_size: int = 32, workers: int = typer.Option(1, help="Decode threads.")) -> None:
+    """FD-DINOv2 of SAMPLES against the test split's reference statistics (README: Evaluation).
+    Refuses statistics made with another model revision or protocol version."""
+    from gpic.fd import compare
+    from gpic.store import write_json
+
+    try:
+        report = compare(samples, ref, model, device, batch_size, workers)
+    except (ValueError, FileNotFoundError) as exc:  # StatsMismatch is a ValueError
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    s, r = report["samples"], report["reference"]
+    console.print(f"{s['kind']} {s['path']}: {s['count']} images; reference {r['path']}: {r['count']} images; "
+                  f"{s['model_id']} @ {s['model_revision']}, protocol v{report['protocol_version']}", soft_wrap=True)
+    if out:
+        write_json(report, out)
+    print(f"FD-DINOv2 {report['fd_dinov2']:.4f}")
+
+
+@bench_app.command("fd")
+def bench_fd(model: Path = Path("resources/models/tiny/dinov2-tiny"), images: int = 64, batch_size: int = 32,
+             repeat: int = 3, device: str = "cpu", threads: int = 1) -> None:
+    """FD-DINOv2 feature extraction images/s from the same 479x587 JPEGs: ours (PIL resize +
+    numpy normalisation) against the checkpoint's AutoImageProcessor, same model forward."""
+    import torch
+
+    from gpic.bench import figures_line
+    from gpic.fd import bench_fd as run
+
+    torch.set_num_threads(threads)
+    figures = run(model, images, batch_size, repeat, device)
+    console.print(f"{images} JPEGs 479x587 -> {figures['model']} features on {device}: ours "
+                  f"{figures['ours_images_per_s']:.0f}/s, {figures['baseline_processor']} "
+                  f"{figures['baseline_images_per_s']:.0f}/s")
+    print(figures_line(figures))
+
+
 @bench_app.command("pack")
 def bench_pack(samples: int = 500, repeat: int = 5) -> None:
     """Pack throughput (MB/s) against a plain standard-library tar copy of the same bytes."""
@@ -139,4 +181,39 @@ def bench_pack(samples: int = 500, repeat: int = 5) -> None:
     figures = run(samples, repeat)
     console.print(f"pack {figures['samples']} samples ({figures['mb']} MB): ours {figures['ours_mb_per_s']:.0f} MB/s, "
                   f"plain tar copy {figures['baseline_mb_per_s']:.0f} MB/s")
+    print(figures_line(figures))
+
+
+@bench_app.command("dag")
+def bench_dag(shards: int = 8000, per_job: int = 10, baseline_per_job: int = 1) -> None:
+    """`snakemake -n` seconds at SHARDS shards: nothing built, all built, 1% of blocks stale,
+    with PER_JOB shards per job against BASELINE_PER_JOB (one job per shard)."""
+    from gpic.bench import bench_dag as run, figures_line
+
+    figures = run(shards, per_job, baseline_per_job)
+    table = Table("design", "jobs", "nothing built s", "all built s", "1% stale s", "stale jobs",
+                  title=f"snakemake -n at {shards} shards")
+    for label, size in (("ours", per_job), ("baseline", baseline_per_job)):
+        table.add_row(f"{label}: {size} shard(s) per job", str(figures[f"{label}_jobs"]),
+                      *(f"{figures[f'{label}_{k}_s']:.1f}" for k in ("empty", "built", "stale")),
+                      str(figures[f"{label}_stale_jobs"]))
+    console.print(table)
+    print(figures_line(figures))
+
+
+@bench_app.command("loader")
+def bench_loader(shards: list[str] = typer.Argument(None, help="Tar paths, URLs or folders [results/packed/train]."),
+                 workers: int = typer.Option(2, help="DataLoader workers for the second measurement."),
+                 synthetic: int = typer.Option(0, help="If the shards are missing, build some of N images each."),
+                 size: int = 256, batch_size: int = 64, repeat: int = 3) -> None:
+    """Training-loader images/s at SIZE x SIZE: ours against webdataset's decode("pil") +
+    torchvision resize/crop, on one core and with WORKERS workers (ratio is per core)."""
+    from gpic.bench import figures_line
+    from gpic.loader import bench_loader as run
+
+    figures = run(shards or ["results/packed/train"], workers, synthetic, size, batch_size, repeat)
+    console.print(f"{figures['images']} images in {figures['shards']} shards at {size}x{size}, one core: ours "
+                  f"{figures['ours_images_per_s']:.0f}/s, webdataset {figures['baseline_images_per_s']:.0f}/s; "
+                  f"{workers} workers: ours {figures['ours_workers_images_per_s']:.0f}/s, "
+                  f"webdataset {figures['baseline_workers_images_per_s']:.0f}/s")
     print(figures_line(figures))

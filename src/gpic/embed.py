@@ -49,15 +49,17 @@ class CopyDetector:
 
 
 def embed_shard(survivors: list[str], manifest: pd.DataFrame, fetch_records: pd.DataFrame,
-                filter_table: pd.DataFrame, raw_tar: str | Path, cfg: dict, out_path: str | Path) -> pd.DataFrame:
-    """One row per surviving key: split, size, sha256, 64-bit pHash (hex), fp16 descriptor bytes."""
+                filter_table: pd.DataFrame, raw_tar: str | Path, cfg: dict, out_path: str | Path,
+                detector: CopyDetector | None = None) -> pd.DataFrame:
+    """One row per surviving key: split, size, sha256, 64-bit pHash (hex), fp16 descriptor bytes.
+    `detector` is a loaded CopyDetector, or None to load cfg['model'] when there is work."""
     facts = (manifest[["key", "split"]]
              .merge(fetch_records[["key", "sha256", "raw_member"]], on="key")
              .merge(filter_table[["key", "width", "height"]], on="key"))
     facts = facts[facts["key"].isin(set(survivors))].set_index("key")
     rows = []
-    detector = CopyDetector(cfg["model"], cfg["device"], cfg["image_size"]) if len(facts) else None
-    if detector:
+    if len(facts):
+        detector = detector or CopyDetector(cfg["model"], cfg["device"], cfg["image_size"])
         raw = read_tar(raw_tar)
         for keys, images, failures in load_batches(raw, facts["raw_member"].to_dict(), cfg["batch_size"]):
             rows += [{"key": k, "embed_status": "failed", "embed_reason": r} for k, r in failures]
@@ -68,7 +70,7 @@ def embed_shard(survivors: list[str], manifest: pd.DataFrame, fetch_records: pd.
             log.info("embedded %d/%d", len(rows), len(facts))
     table = pd.DataFrame(rows, columns=["key", "embed_status", "embed_reason", "phash", "descriptor"])
     table = table.merge(facts.drop(columns="raw_member").reset_index(), on="key", how="left").sort_values("key")
-    extra = {"model_id": detector.model_id, "model_revision": detector.revision} if detector else {"model_id": "", "model_revision": ""}
+    extra = {"model_id": detector.model_id, "model_revision": detector.revision} if len(facts) else {"model_id": "", "model_revision": ""}
     table = stamp(table, "embed", cfg, **extra)
     write_table(table, out_path)
     return table

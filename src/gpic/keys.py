@@ -37,8 +37,3 @@ def split_of(key: str, val_fraction: float, test_fraction: float) -> str:
 
 def shard_name(index: int) -> str:
     return f"{index:05d}"
-
-
-def bucket_of(shard: int, n_buckets: int) -> int:
-    """Which val/test output shard gathers the samples of a raw shard (bucketed fan-in)."""
-    return shard % n_buckets

@@ -17,7 +17,8 @@ from gpic.store import read_table, read_tar, write_table, write_tar
 log = logging.getLogger(__name__)
 
 # What pack reads from each stage table (only these columns are loaded and joined).
-MANIFEST_FIELDS = ["key", "split", "source", "source_id", "url", "license", "license_url", "attribution", "title"]
+MANIFEST_FIELDS = ["key", "split", "source", "source_id", "url", "license", "license_url", "attribution", "title",
+                   "retrieved_at"]
 FETCH_FIELDS = ["key", "sha256", "raw_member", "fetched_at", "license_id"]
 CAPTION_FIELDS = ["key", "caption_status", *LEVELS, "caption_model_id", "caption_model_revision"]
 
@@ -82,8 +83,10 @@ COPIED = ["key", "source", "source_id", "url", "license", "license_id", "license
 
 
 def record(row: dict, tier: str) -> SampleRecord:
+    """The sample's record. `retrieved_at` is when the source was collected: the manifest's
+    time when it has one (a crawl mirrored locally), else when fetch downloaded the bytes."""
     return SampleRecord(**{name: row[name] for name in COPIED}, width=int(row["width"]), height=int(row["height"]),
-                        retrieved_at=row["fetched_at"], tier=tier,
+                        retrieved_at=row["retrieved_at"] or row["fetched_at"], tier=tier,
                         captions=Captions(**{lv: row[lv] for lv in LEVELS}),
                         caption_model=row["caption_model_id"], caption_model_revision=row["caption_model_revision"])
 

@@ -1,23 +1,23 @@
 rule caption:
-    """Four caption levels for every image that dedup kept."""
+    """GPU, per block: four caption levels for every image dedup kept, then the block's
+    train shards are packed (train shard i from raw shard i)."""
     input:
-        raw="results/raw/{shard}.tar",
-        records="results/fetch/{shard}.parquet",
-        dedup="results/dedup/{shard}.parquet",
+        "results/done/assess/{block}.json",
+        "results/dedup/decisions.parquet",
     output:
-        table="results/captions/{shard}.parquet",
+        stamp="results/done/caption/{block}.json",
     log:
-        "results/logs/caption/{shard}.log",
+        "results/logs/caption/{block}.log",
     benchmark:
-        "results/benchmarks/caption/{shard}.tsv"
+        "results/benchmarks/caption/{block}.tsv"
     conda:
         "../../environment.yml"
     threads: model_threads("caption")
     resources:
-        mem_mb=16000,
-        runtime=720,
+        mem_mb=24000,
+        runtime=720 * PER_JOB,
         gpu=on_gpu("caption"),
     params:
-        caption=config["caption"],
+        config={k: config[k] for k in ("caption", "tiers", "shards")},
     script:
         "../scripts/caption.py"

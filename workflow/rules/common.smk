@@ -1,9 +1,13 @@
-# Shard lists, wildcard constraints and input helpers shared by every stage.
-# Shard lists come from config at parse time (no checkpoints: they are slow at 8,000 shards).
+# Shard blocks, buckets and input helpers shared by every stage.
+# Lists come from config at parse time (no checkpoints: they are slow at 8,000 shards). One job
+# runs one resource class over a block of `shards_per_job` shards and is tracked by one stamp
+# file, which keeps the DAG to a few thousand jobs and files at 8,000 shards (gpic.jobs).
 
-from gpic.keys import bucket_of, shard_name
+from gpic.jobs import block_names, block_shards, bucket_of, bucket_range
+from gpic.keys import shard_name
 
-SHARDS = [shard_name(i) for i in range(config["shards"])]
+PER_JOB = config["shards_per_job"]
+BLOCKS = block_names(config["shards"], PER_JOB)
 BUCKETS = {
     split: [shard_name(j) for j in range(config["splits"][f"{split}_shards"])]
     for split in ("val", "test")
@@ -11,67 +15,55 @@ BUCKETS = {
 
 
 wildcard_constraints:
-    shard=r"\d{5}",
+    block=r"\d{5}-\d{5}",
     bucket=r"\d{5}",
     split="val|test",
 
 
+def stamps(stage, blocks=BLOCKS):
+    return expand(f"results/done/{stage}/{{block}}.json", block=blocks)
+
+
+def block_of(shard):
+    return BLOCKS[shard // PER_JOB]
+
+
 def all_outputs():
-    """Everything a full build produces: provenance per shard and the published card."""
-    return expand("results/provenance/{shard}.parquet", shard=SHARDS) + [
+    """Everything a full build produces: provenance of every block, the published card and
+    the FD-DINOv2 reference statistics of the test split."""
+    return stamps("provenance") + [
         "results/packed/README.md",
         "results/packed/SHA256SUMS",
+        "results/eval/fd_dinov2_test.npz",
     ]
 
 
-def bucket_members(split, bucket):
-    """Raw shards whose `split` samples are gathered into this val/test bucket (fan-in)."""
-    n = config["splits"][f"{split}_shards"]
-    return [s for s in SHARDS if bucket_of(int(s), n) == int(bucket)]
-
-
-def pack_fan_in(wildcards):
-    """Per-stage files of every raw shard gathered into one val/test shard."""
-    shards = bucket_members(wildcards.split, wildcards.bucket)
-    return {
-        stage: expand(f"results/{stage}/{{shard}}.{ext}", shard=shards)
-        for stage, ext in PACK_STAGES.items()
-    }
-
-
-PACK_STAGES = {
-    "manifests": "parquet",
-    "fetch": "parquet",
-    "filter": "parquet",
-    "captions": "parquet",
-    "raw": "tar",
-}
-
-
-def packed_indexes(wildcards):
-    """Indexes of the packed shards that samples of this raw shard can land in."""
-    shard = int(wildcards.shard)
-    indexes = [f"results/packed/train/gpic_train_{wildcards.shard}.parquet"]
-    for split, buckets in BUCKETS.items():
-        bucket = shard_name(bucket_of(shard, len(buckets)))
-        indexes.append(f"results/packed/{split}/gpic_{split}_{bucket}.parquet")
-    return indexes
-
-
-def all_packed():
-    """Every packed tar and its index."""
-    tars = expand(
-        "results/packed/train/gpic_train_{shard}.{ext}",
-        shard=SHARDS,
-        ext=["tar", "parquet"],
+def heldout(split, ext):
+    return expand(
+        f"results/packed/{split}/gpic_{split}_{{bucket}}.{ext}", bucket=BUCKETS[split]
     )
+
+
+def heldout_inputs(wildcards):
+    """Caption stamps of the blocks holding the raw shards this val/test shard gathers."""
+    n = len(BUCKETS[wildcards.split])
+    shards = bucket_range(int(wildcards.bucket), n, config["shards"])
+    return stamps("caption", sorted({block_of(s) for s in shards}))
+
+
+def provenance_inputs(wildcards):
+    """A block's final states need its train shards and the held-out shards of its keys."""
+    inputs = stamps("caption", [wildcards.block]) + ["results/dedup/decisions.parquet"]
     for split, buckets in BUCKETS.items():
-        tars += expand(
-            f"results/packed/{split}/gpic_{split}_{{bucket}}.{{ext}}",
-            bucket=buckets,
-            ext=["tar", "parquet"],
-        )
-    return tars
+        wanted = {
+            bucket_of(int(s), len(buckets), config["shards"])
+            for s in block_shards(wildcards.block)
+        }
+        inputs += [
+            f"results/packed/{split}/gpic_{split}_{shard_name(b)}.parquet"
+            for b in sorted(wanted)
+        ]
+    return inputs
 
 
 def on_gpu(stage):
@@ -80,6 +72,6 @@ def on_gpu(stage):
 
 
 def model_threads(stage):
-    """CPU threads of a model stage: data loading for a GPU, one thread on a CPU (torch
+    """CPU threads of a model job: data loading for a GPU, one thread on a CPU (torch
     with two threads on a shared two-core machine ran many times slower)."""
     return 8 if on_gpu(stage) else 1

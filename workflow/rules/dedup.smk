@@ -1,10 +1,10 @@
 rule dedup:
-    """Global clusters of duplicates over every shard; one slice of decisions per shard."""
+    """Global clusters of duplicates over every shard; writes one slice of decisions per
+    shard beside the global table for the caption and provenance jobs."""
     input:
-        embed=expand("results/embed/{shard}.parquet", shard=SHARDS),
+        stamps("assess"),
     output:
         decisions="results/dedup/decisions.parquet",
-        shards=expand("results/dedup/{shard}.parquet", shard=SHARDS),
     log:
         "results/logs/dedup/dedup.log",
     benchmark:
@@ -13,9 +13,10 @@ rule dedup:
         "../../environment.yml"
     threads: 2
     resources:
-        mem_mb=16000,
+        mem_mb=32000,
         runtime=240,
     params:
         dedup=config["dedup"],
+        shards=config["shards"],
     script:
         "../scripts/dedup.py"

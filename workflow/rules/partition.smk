@@ -1,9 +1,9 @@
 rule partition:
-    """Hash-partition the source manifests into one manifest per raw shard (global)."""
+    """Hash-partition the source manifests into one manifest per raw shard (global); the
+    summary is the tracked output, the shard manifests sit beside it."""
     input:
         sources=config["sources"],
     output:
-        manifests=expand("results/manifests/{shard}.parquet", shard=SHARDS),
         summary="results/manifests/partition.json",
     log:
         "results/logs/partition/partition.log",

@@ -1,22 +1,18 @@
 rule provenance:
-    """Final state of every key of a shard: packed, dropped or failed, with stage and reason."""
+    """CPU, per block: the final state of every key (packed, dropped or failed) with its
+    stage and reason."""
     input:
-        manifests="results/manifests/{shard}.parquet",
-        fetch="results/fetch/{shard}.parquet",
-        filter="results/filter/{shard}.parquet",
-        judge="results/judge/{shard}.parquet",
-        embed="results/embed/{shard}.parquet",
-        dedup="results/dedup/{shard}.parquet",
-        captions="results/captions/{shard}.parquet",
-        packed=packed_indexes,
+        provenance_inputs,
     output:
-        table="results/provenance/{shard}.parquet",
+        stamp="results/done/provenance/{block}.json",
     log:
-        "results/logs/provenance/{shard}.log",
+        "results/logs/provenance/{block}.log",
     conda:
         "../../environment.yml"
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=4000,
+        runtime=10 * PER_JOB,
+    params:
+        config={k: config[k] for k in ("splits", "shards")},
     script:
         "../scripts/provenance.py"

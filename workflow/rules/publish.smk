@@ -1,7 +1,9 @@
 rule publish:
     """Dataset card with one config per tier, and checksums of every packed file."""
     input:
-        packed=all_packed(),
+        stamps("caption"),
+        heldout("val", "tar"),
+        heldout("test", "tar"),
     output:
         card="results/packed/README.md",
         sums="results/packed/SHA256SUMS",
@@ -10,7 +12,7 @@ rule publish:
     conda:
         "../../environment.yml"
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
         runtime=60,
     params:
         shards=config["shards"],

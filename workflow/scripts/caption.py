@@ -1,4 +1,6 @@
-"""Snakemake adapter: dedup survivors -> four caption levels (gpic.caption)."""
+"""Snakemake adapter: a block's kept images -> caption tables and packed train shards (gpic.jobs.caption)."""
+
+from pathlib import Path
 
 from gpic.logs import to_log
 
@@ -6,9 +8,7 @@ to_log(snakemake.log[0])
 
 import torch  # noqa: E402
 
-from gpic.caption import caption_shard  # noqa: E402
-from gpic.store import read_table  # noqa: E402
+from gpic.jobs import caption  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
-caption_shard(read_table(snakemake.input.dedup), read_table(snakemake.input.records), snakemake.input.raw,
-              snakemake.params.caption, snakemake.output.table)
+caption(snakemake.wildcards.block, Path("results"), snakemake.params.config, snakemake.output.stamp)

@@ -1,13 +1,13 @@
-"""Snakemake adapter: every shard's embed table -> global dedup decisions (gpic.dedup)."""
-
-from pathlib import Path
+"""Snakemake adapter: every shard's embed table -> global dedup decisions and one slice per
+shard (gpic.dedup)."""
 
 from gpic.logs import to_log
 
 to_log(snakemake.log[0])
 
 from gpic.dedup import dedup_corpus  # noqa: E402
+from gpic.keys import shard_name  # noqa: E402
 
-embed = {Path(p).stem: p for p in snakemake.input.embed}
-slices = {Path(p).stem: p for p in snakemake.output.shards}
-dedup_corpus(embed, snakemake.params.dedup, snakemake.output.decisions, slices)
+shards = [shard_name(i) for i in range(snakemake.params.shards)]
+dedup_corpus({s: f"results/embed/{s}.parquet" for s in shards}, snakemake.params.dedup,
+             snakemake.output.decisions, {s: f"results/dedup/{s}.parquet" for s in shards})

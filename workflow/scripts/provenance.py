@@ -1,10 +1,11 @@
-"""Snakemake adapter: stage files of a shard -> its provenance (gpic.provenance)."""
+"""Snakemake adapter: a block's stage files -> the final state of every key (gpic.jobs.provenance)."""
+
+from pathlib import Path
 
 from gpic.logs import to_log
 
 to_log(snakemake.log[0])
 
-from gpic.provenance import STAGES, assemble  # noqa: E402
+from gpic.jobs import provenance  # noqa: E402
 
-paths = {stage: snakemake.input[stage] for stage in STAGES}
-assemble(paths, list(snakemake.input.packed), snakemake.output.table)
+provenance(snakemake.wildcards.block, Path("results"), snakemake.params.config, snakemake.output.stamp)

@@ -1,0 +1,494 @@
+"""A streaming training loader over packed shards: reads each tar front to back (local files or
+any fsspec URL, `hf://` included), splits shards across ranks and DataLoader workers so every
+sample is read exactly once per epoch, mixes samples in a seeded shuffle buffer, decodes JPEGs
+at the smallest scale that covers the target and resumes mid-epoch without losing or
+repeating a sample.
+
+Splitting. Each epoch the shard list is shuffled with `(seed, epoch)`, the same on every rank.
+The R ranks x W workers are C consumers, consumer `rank * W + worker`. With at least C shards,
+consumer c reads shards c, c + C, c + 2C, ... of that order (whole shards; consumers differ by
+at most one shard). With fewer shards than consumers, consumer c reads shard `c % S` and keeps
+the samples whose index in the tar is congruent to its turn among that shard's consumers, so
+exactly-once still holds, each consumer still reads a single tar and decodes only its samples.
+Consumers can end an epoch a few batches apart: with DDP, train a fixed number of steps.
+
+Resume. The state counts, per consumer, the samples taken out of its shuffle buffer (yielded
+or skipped as corrupt). The buffer's choices depend only on the number of items pushed, so a
+restarted consumer replays it over sample positions alone (each shard's count comes from its
+parquet index's footer), re-reads from the oldest shard still in the buffer without decoding,
+and continues with exactly the samples it had not yielded. With workers, `Loader` records each
+batch's position as the training loop receives it (prefetched batches are read again); resume
+needs the same shards, seed, shuffle buffer, ranks and `num_workers`, and `load_state_dict`
+or the first iteration says which differs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import itertools
+import json
+import logging
+import math
+import random
+import tarfile
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+import yaml
+from fsspec.implementations.local import LocalFileSystem
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from gpic.caption import LEVELS
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+# What a corrupt sample raises: PIL (OSError, SyntaxError, bombs), torchvision (RuntimeError),
+# json (ValueError) and a record without the chosen caption (KeyError, TypeError).
+CORRUPT = (OSError, SyntaxError, ValueError, RuntimeError, KeyError, TypeError, Image.DecompressionBombError)
+
+
+def tier_shards(card: str, tier: str, split: str = "train") -> list[str]:
+    """The shards of one tier and split as the dataset card's `configs:` lists them, as URLs
+    beside the card (`card` is the packed folder, its README.md, or an hf:// repo)."""
+    readme = card if card.endswith(".md") else card.rstrip("/") + "/README.md"
+    root = readme.rsplit("/", 1)[0] if "/" in readme else "."
+    try:
+        with fsspec.open(readme, "rt") as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"dataset card not found: {readme}") from None
+    parts = text.split("---", 2)
+    header = yaml.safe_load(parts[1]) if text.startswith("---") and len(parts) == 3 else {}
+    configs = {c["config_name"]: c for c in (header or {}).get("configs", [])}
+    if tier not in configs:
+        raise ValueError(f"unknown tier {tier!r}: {readme} lists {', '.join(configs) or 'no configs'}")
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLIT_NAMES)}")
+    files = {f["split"]: f["path"] for f in configs[tier]["data_files"]}
+    if SPLIT_NAMES[split] not in files:
+        raise ValueError(f"tier {tier!r} of {readme} has no {SPLIT_NAMES[split]!r} split")
+    paths = files[SPLIT_NAMES[split]]
+    return resolve_shards([f"{root}/{p}" for p in ([paths] if isinstance(paths, str) else paths)])
+
+
+def resolve_shards(shards: str | Path | list[str | Path], card: str = "results/packed",
+                   split: str = "train") -> list[str]:
+    """Shard URLs from tar paths or URLs, folders (their *.tar), globs, or a tier name looked up
+    in the dataset card `card`. Local tars are checked up front so a typo fails before training;
+    remote ones fail when opened (checking 8,000 URLs one by one takes minutes)."""
+    if isinstance(shards, (str, Path)):
+        name = str(shards)
+        if "/" not in name and not name.endswith(".tar") and not Path(name).exists():
+            return tier_shards(card, name, split)
+        shards = [name]
+    urls: list[str] = []
+    for entry in map(str, shards):
+        fs, path = fsspec.core.url_to_fs(entry)
+        local = isinstance(fs, LocalFileSystem)
+        if any(c in path for c in "*?["):
+            found = sorted(fs.glob(path))
+        elif path.endswith(".tar"):
+            if local and not fs.isfile(path):
+                raise FileNotFoundError(f"shard not found: {entry}")
+            found = [path]
+        elif fs.isdir(path):
+            found = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".tar"))
+        else:
+            raise FileNotFoundError(f"shard not found: {entry}")
+        if not found:
+            raise FileNotFoundError(f"no .tar shards in {entry} (give a split folder such as results/packed/train, "
+                                    "shard paths, or a tier name)")
+        urls += [p if local else fs.unstrip_protocol(p) for p in found]
+    return urls
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, or None if `data` is not a JPEG: cheaper
+    than opening it with PIL just to choose a decoder."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _cover(w: int, h: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The smallest (width, height) of a w x h image scaled to cover `size` (height, width)."""
+    scale = max(size[0] / h, size[1] / w)
+    return max(1, math.ceil(w * scale - 1e-9)), max(1, math.ceil(h * scale - 1e-9))
+
+
+def decode_image(data: bytes, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (3, H, W): scaled so it covers `size` (antialiased), then centre-cropped.
+
+    A JPEG at least twice the needed size is decoded at 1/2, 1/4 or 1/8 scale (PIL draft:
+    libjpeg skips the discarded DCT coefficients); any other JPEG by torchvision, which writes
+    RGB straight into a tensor at about half the cost of PIL's full decode (torchvision 0.29
+    deprecates it for TorchCodec; the exact pin keeps it). Only the crop region is resized."""
+    dims = jpeg_size(data)
+    if dims and min(d // c for d, c in zip(dims, _cover(*dims, size))) < 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    else:
+        image = Image.open(io.BytesIO(data))
+        image.draft("RGB", _cover(*image.size, size))  # a no-op for other formats
+        pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    height, width = size
+    h, w = pixels.shape[1:]
+    scale = max(height / h, width / w)
+    crop_h, crop_w = min(h, round(height / scale)), min(w, round(width / scale))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    crop = pixels[:, top:top + crop_h, left:left + crop_w]
+    if (crop_h, crop_w) != (height, width):
+        crop = F.interpolate(crop[None], size=(height, width), mode="bilinear", antialias=True)[0]
+    return crop.contiguous()
+
+
+def _tar_samples(url: str, wanted: Callable[[int], bool]) -> Iterator[tuple[int, str, dict[str, bytes]]]:
+    """(index in the tar, key, {extension: bytes}) of the wanted samples, streaming the tar
+    once; unwanted members are skipped, never extracted."""
+    with fsspec.open(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        index, key, members = -1, None, None
+        for info in tar:
+            name = info.name
+            if name.startswith("/") or ".." in PurePosixPath(name).parts:
+                log.warning("%s: refusing tar member %r", url, name)
+                continue
+            if not info.isfile():
+                continue
+            folder, _, base = name.rpartition("/")
+            stem, _, ext = base.partition(".")
+            stem = f"{folder}/{stem}" if folder else stem
+            if stem != key:
+                if members is not None:
+                    yield index, key, members
+                index, key = index + 1, stem
+                members = {} if wanted(index) else None
+            if members is not None:
+                members[ext.lower()] = tar.extractfile(info).read()
+        if members is not None:
+            yield index, key, members
+
+
+def _index_rows(url: str) -> int:
+    """Samples in a shard, from its parquet index's footer (one small read, also remote)."""
+    index = url[:-len(".tar")] + ".parquet" if url.endswith(".tar") else url + ".parquet"
+    try:
+        with fsspec.open(index, "rb") as stream:
+            return pq.ParquetFile(stream).metadata.num_rows
+    except FileNotFoundError:
+        raise FileNotFoundError(f"resuming needs the parquet index beside each shard: {index} not found") from None
+
+
+class _Buffer:
+    """Shuffle buffer: fills to `size`, then each new item swaps out a random held one; the
+    rest leaves in shuffled order. Its choices depend only on how many items came in, which is
+    what lets a resumed stream replay it over positions alone."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng, self.items, self.drained = max(1, size), rng, [], False
+
+    def push(self, item: tuple) -> tuple | None:
+        if len(self.items) < self.size:
+            self.items.append(item)
+            return None
+        slot = self.rng.randrange(self.size)
+        out, self.items[slot] = self.items[slot], item
+        return out
+
+    def drain(self) -> list[tuple]:
+        if not self.drained:
+            self.rng.shuffle(self.items)
+        out, self.items, self.drained = self.items, [], True
+        return out
+
+
+class PackedDataset(IterableDataset):
+    """Samples `{"key", "image": uint8 (3, H, W), "caption", "level", "_position"}` of packed
+    shards; `_position` is (consumer, taken, skipped), the bookkeeping `Loader` saves.
+
+    `size` is an int or (height, width). `caption` is a level (label/short/medium/long) or
+    {level: weight} for a per-sample mix,
+    drawn from a hash of (seed, epoch, key) so it does not depend on workers or resume.
+    `rank`/`world_size` default to torch.distributed's when it is initialised; each rank saves
+    its own state. Call `set_epoch(n)` before each epoch (same shard order otherwise, as with
+    DistributedSampler)."""
+
+    def __init__(self, shards: str | Path | list[str | Path], *, size: int | tuple[int, int] = 256,
+                 caption: str | dict[str, float] = "long", seed: int = 0, shuffle_buffer: int = 1000,
+                 rank: int | None = None, world_size: int | None = None, card: str = "results/packed",
+                 split: str = "train"):
+        self.shards = resolve_shards(shards, card, split)
+        if not self.shards:
+            raise ValueError(f"no shards in {shards!r}")
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        weights = {caption: 1.0} if isinstance(caption, str) else dict(caption)
+        unknown = set(weights) - set(LEVELS)
+        if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+            raise ValueError(f"caption must be one of {LEVELS} or a mapping of them to weights, got {caption!r}")
+        self.levels = [level for level in weights if weights[level] > 0]
+        total = sum(weights.values())
+        self.cumulative = list(itertools.accumulate(weights[level] / total for level in self.levels))
+        if rank is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        self.rank, self.world_size = rank or 0, world_size or 1
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
+        self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
+        self.workers = 1  # DataLoader workers per rank that `_position` refers to
+        self._position: dict[int, tuple[int, int]] = {}  # consumer -> (taken from buffer, skipped)
+
+    @property
+    def skipped(self) -> int:
+        """Corrupt samples skipped so far this epoch; through `Loader` with workers, as of each
+        worker's last batch received."""
+        return sum(skipped for _, skipped in self._position.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` (a new shard order); the same epoch again keeps the position."""
+        if epoch != self.epoch:
+            self.epoch, self._position = epoch, {}
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(self.shards).encode()).hexdigest()[:16]
+
+    def state_dict(self) -> dict:
+        """JSON-able state: what is needed to continue this epoch exactly where it stopped."""
+        return {"seed": self.seed, "epoch": self.epoch, "rank": self.rank, "world_size": self.world_size,
+                "workers": self.workers, "shuffle_buffer": self.shuffle_buffer, "shards": len(self.shards),
+                "shards_sha256": self._fingerprint(),
+                "position": {str(c): list(p) for c, p in sorted(self._position.items())}}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        for name in ("rank", "world_size", "shuffle_buffer", "shards", "shards_sha256"):
+            if state[name] != mine[name]:
+                raise ValueError(f"cannot resume: the state was saved with {name}={state[name]!r}, "
+                                 f"this loader has {name}={mine[name]!r}")
+        self.seed, self.epoch, self.workers = state["seed"], state["epoch"], state["workers"]
+        self._position = {int(c): (int(p[0]), int(p[1])) for c, p in state["position"].items()}
+
+    def check_workers(self, workers: int) -> None:
+        """Positions are per worker: refuse to resume them with a different number of workers."""
+        if self._position and workers != self.workers:
+            raise ValueError(f"cannot resume: the state was saved with {self.workers} DataLoader worker(s) per rank, "
+                             f"this loader has {workers}; rebuild it with num_workers={self.workers}")
+        self.workers = workers
+
+    def _plan(self, consumer: int, consumers: int) -> list[tuple[str, int, int]]:
+        """(shard, stride, offset) per shard this consumer reads this epoch; it keeps the
+        samples whose index in the tar is `offset` modulo `stride`."""
+        order = list(self.shards)
+        random.Random(f"gpic-shards:{self.seed}:{self.epoch}").shuffle(order)
+        if len(order) >= consumers:
+            return [(shard, 1, 0) for shard in order[consumer::consumers]]
+        sharers = len(range(consumer % len(order), consumers, len(order)))
+        return [(order[consumer % len(order)], sharers, consumer // len(order))]
+
+    def _level(self, key: str) -> str:
+        if len(self.levels) == 1:
+            return self.levels[0]
+        digest = hashlib.blake2b(f"{self.seed}:{self.epoch}:{key}".encode(), digest_size=8).digest()
+        draw = int.from_bytes(digest, "big") / 2**64
+        return self.levels[min(bisect.bisect_right(self.cumulative, draw), len(self.levels) - 1)]
+
+    def _sample(self, url: str, key: str, members: dict[str, bytes]) -> dict | None:
+        """The decoded sample, or None (logged) when its image or record is unusable."""
+        try:
+            ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+            if ext is None or "json" not in members:
+                raise KeyError(f"members {sorted(members)}: need an image and a json")
+            level = self._level(key)
+            caption = json.loads(members["json"])["captions"][level]
+            if not isinstance(caption, str):
+                raise TypeError(f"{level} caption is {type(caption).__name__}, not str")
+            image = decode_image(members[ext], self.size)
+        except CORRUPT as error:
+            log.warning("%s: skipping sample %s: %s: %s", url, key, type(error).__name__, error)
+            return None
+        return {"key": key, "image": image, "caption": caption, "level": level}
+
+    def _fast_forward(self, plan: list[tuple[str, int, int]], buffer: _Buffer, taken: int) -> tuple[int, int]:
+        """Replay the buffer over positions until `taken` items left it; return the first
+        position not yet pushed (the buffer then holds placeholders for what it held)."""
+        count = 0
+        for p, (url, stride, offset) in enumerate(plan):
+            for i in range(offset, _index_rows(url), stride):
+                if buffer.push(((p, i), None, None)) is not None:
+                    count += 1
+                    if count == taken:
+                        return p, i + 1
+        rest = buffer.drain()
+        if taken - count > len(rest):
+            raise ValueError(f"cannot resume: the state says {taken} samples were taken but this consumer's "
+                             f"shards hold {count + len(rest)}")
+        buffer.items = rest[taken - count:]
+        return len(plan), 0
+
+    def _stream(self, consumer: int, consumers: int) -> Iterator[dict]:
+        plan = self._plan(consumer, consumers)
+        rng = random.Random(f"gpic-buffer:{self.seed}:{self.epoch}:{consumer}/{consumers}")
+        buffer = _Buffer(self.shuffle_buffer, rng)
+        taken, skipped = self._position.get(consumer, (0, 0))
+        start = self._fast_forward(plan, buffer, taken) if taken else (0, 0)
+        held = {item[0]: slot for slot, item in enumerate(buffer.items)}  # placeholders to refill
+        first = min([start[0], *(p for p, _ in held)])
+
+        def ordered() -> Iterator[tuple]:
+            """The buffer's output; re-read items it held at the resume point refill their slots."""
+            for p in range(first, len(plan)):
+                url, stride, offset = plan[p]
+
+                def wanted(i: int, p: int = p) -> bool:
+                    return i % stride == offset and ((p, i) >= start or (p, i) in held)
+
+                for i, key, members in _tar_samples(url, wanted):
+                    if (p, i) < start:
+                        buffer.items[held[(p, i)]] = ((p, i), key, members)
+                    elif (out := buffer.push(((p, i), key, members))) is not None:
+                        yield out
+            yield from buffer.drain()
+
+        for (p, i), key, members in ordered():
+            if key is None:
+                raise RuntimeError(f"{plan[p][0]}: its index lists sample {i} but the tar ends before it; "
+                                   "run `gpic verify`")
+            sample = self._sample(plan[p][0], key, members)
+            taken, skipped = taken + 1, skipped + (sample is None)
+            self._position[consumer] = (taken, skipped)
+            if sample is not None:
+                sample["_position"] = (consumer, taken, skipped)
+                yield sample
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        self.check_workers(workers)
+        return self._stream(self.rank * workers + worker, self.world_size * workers)
+
+
+def collate(samples: list[dict]) -> dict:
+    """A batch: images stacked (B, 3, H, W) uint8, keys/captions/levels as lists, and the
+    position of its last sample (a batch comes from one worker)."""
+    return {"key": [s["key"] for s in samples], "image": torch.stack([s["image"] for s in samples]),
+            "caption": [s["caption"] for s in samples], "level": [s["level"] for s in samples],
+            "_position": samples[-1]["_position"]}
+
+
+class Loader(DataLoader):
+    """DataLoader over a PackedDataset whose state covers exactly the batches handed to the
+    training loop. Workers are not persistent: each epoch they get the current epoch and
+    position."""
+
+    def __init__(self, dataset: PackedDataset, batch_size: int = 256, num_workers: int = 4, **options):
+        super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
+                         persistent_workers=False, **options)
+
+    def __iter__(self) -> Iterator[dict]:
+        self.dataset.check_workers(max(1, self.num_workers))
+        for batch in super().__iter__():
+            consumer, taken, skipped = batch.pop("_position")
+            self.dataset._position[consumer] = (taken, skipped)
+            yield batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.load_state_dict(state)
+
+
+def make_loader(shards: str | Path | list[str | Path], *, batch_size: int = 256, num_workers: int = 4,
+                pin_memory: bool = False, drop_last: bool = False, **dataset_options) -> Loader:
+    """`Loader(PackedDataset(shards, **dataset_options), ...)`: batches ready for the GPU."""
+    return Loader(PackedDataset(shards, **dataset_options), batch_size=batch_size, num_workers=num_workers,
+                  pin_memory=pin_memory, drop_last=drop_last)
+
+
+def synthetic_shards(folder: Path, shards: int, per_shard: int) -> list[str]:
+    """Packed shards of synthetic 479x587 JPEGs (GPIC's mean size), for benchmarks and tests."""
+    from gpic.bench import synthetic_shard
+    from gpic.pack import pack
+
+    paths = []
+    for i in range(shards):
+        inputs = synthetic_shard(folder / f"inputs_{i}", per_shard, seed=i)
+        tar = folder / "train" / f"gpic_train_{i:05d}.tar"
+        pack([inputs], "train", "full", tar, tar.with_suffix(".parquet"))
+        paths.append(str(tar))
+    return paths
+
+
+def bench_loader(shards: list[str], workers: int = 2, synthetic: int = 0, size: int = 256, batch_size: int = 64,
+                 repeat: int = 3) -> dict[str, float | int]:
+    """Images/s at size x size of our loader and of webdataset's usual pipeline (decode("pil"),
+    torchvision Resize + CenterCrop + PILToTensor) on the same shards: one core
+    (num_workers=0, one torch thread), then `workers` DataLoader workers. With `synthetic` N,
+    missing shards are replaced by max(2, workers) shards of N synthetic images each."""
+    import torchvision.transforms as T
+    import webdataset as wds
+
+    from gpic.bench import best_of
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            urls = resolve_shards(shards)
+        except FileNotFoundError:
+            if not synthetic:
+                raise
+            urls = synthetic_shards(Path(tmp), max(2, workers), synthetic)
+        transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+
+        def baseline(num_workers: int) -> DataLoader:
+            pipeline = (wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil")
+                        .to_tuple("jpg;jpeg;png;webp", "json").map_tuple(transform, lambda r: r["captions"]["long"]))
+            return DataLoader(pipeline, batch_size=batch_size, num_workers=num_workers)
+
+        def ours(num_workers: int) -> DataLoader:
+            return make_loader(urls, batch_size=batch_size, num_workers=num_workers, size=size)
+
+        counts: dict[str, int] = {}
+
+        def run(label: str, build: Callable[[int], DataLoader], num_workers: int) -> Callable[[], None]:
+            def consume() -> None:
+                batches = build(num_workers)
+                counts[label] = sum(len(b["key"] if isinstance(b, dict) else b[1]) for b in batches)
+            return consume
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            runs = (("ours", ours, 0), ("baseline", baseline, 0), ("ours_workers", ours, workers),
+                    ("baseline_workers", baseline, workers))
+            seconds = {label: best_of(run(label, build, n), repeat) for label, build, n in runs}
+        finally:
+            torch.set_num_threads(threads)
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(f"the loaders read different numbers of images: {counts}")
+    images = counts["ours"]
+    return {"images": images, "shards": len(urls), "workers": workers, "ours_images_per_s": images / seconds["ours"],
+            "baseline_images_per_s": images / seconds["baseline"], "ratio": seconds["baseline"] / seconds["ours"],
+            "ours_workers_images_per_s": images / seconds["ours_workers"],
+            "baseline_workers_images_per_s": images / seconds["baseline_workers"],
+            "ours_s": seconds["ours"], "baseline_s": seconds["baseline"]}

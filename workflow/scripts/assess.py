@@ -1,0 +1,14 @@
+"""Snakemake adapter: a block's filtered shards -> judge and embed tables (gpic.jobs.assess)."""
+
+from pathlib import Path
+
+from gpic.logs import to_log
+
+to_log(snakemake.log[0])
+
+import torch  # noqa: E402
+
+from gpic.jobs import assess  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)
+assess(snakemake.wildcards.block, Path("results"), snakemake.params.config, snakemake.output.stamp)
