@@ -4,7 +4,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: install demo test lint clean
+I2D := .venv-img2dataset
+
+.PHONY: install bench-env demo test lint clean
 
 # torch and torchvision first and pinned exactly: these builds lie on the machine's disk,
 # any other version downloads several GB.
@@ -15,6 +17,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# img2dataset, the baseline of `gpic bench fetch`, in its own venv: it pins pandas below
+# what the project uses and pulls wandb and OpenCV.
+$(I2D)/.installed:
+	python3 -m venv $(I2D)
+	$(I2D)/bin/pip install -q img2dataset
+	touch $@
+
+bench-env: $(I2D)/.installed
 
 resources/models/tiny/.built: $(VENV)/.installed
 	$(BIN)/gpic models tiny resources/models/tiny
@@ -29,7 +40,7 @@ demo: resources/models/tiny/.built resources/demo/.built
 	$(BIN)/gpic summary
 	$(BIN)/gpic verify
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(I2D)/.installed
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed

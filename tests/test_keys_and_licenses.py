@@ -42,30 +42,85 @@ def test_blocks_cover_the_shards_in_order():
     assert [s for b in block_names(8000, 10) for s in block_shards(b)] == [f"{i:05d}" for i in range(8000)]
 
 
-@pytest.mark.parametrize(
-    "text,url,expected",
-    [
-        ("Attribution License", "", "CC-BY-2.0"),
-        ("Attribution-NonCommercial License", "", "CC-BY-NC-2.0"),
-        ("Attribution-ShareAlike License", "", "CC-BY-SA-2.0"),
-        ("No known copyright restrictions", "", "public-domain"),
-        ("Public Domain Dedication (CC0)", "", "CC0-1.0"),
-        ("Public Domain Mark", "", "PDM-1.0"),
-        ("CC BY-SA 4.0", "", "CC-BY-SA-4.0"),
-        ("CC BY 4.0", "", "CC-BY-4.0"),
-        ("cc-by-2.5", "", "CC-BY-2.5"),
-        ("CC0", "", "CC0-1.0"),
-        ("Public domain", "", "public-domain"),
-        ("PD-US", "", "public-domain"),
-        ("No restrictions", "https://commons.wikimedia.org/wiki/Template:No_restrictions", "public-domain"),
-        ("", "https://commons.wikimedia.org/wiki/Template:PD-USGov-NASA", "public-domain"),
-        ("", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
-        ("whatever", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
-        ("", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
-        ("All Rights Reserved", "", None),
-        ("", "", None),
-    ],
-)
+# Every mapping the gate knows, as the sources write it: Flickr's API ids and names,
+# Commons' LicenseShortName / LicenseUrl values, and the forms that must stay unrecognised.
+LICENCES = [
+    # Flickr licence ids (flickr.photos.licenses.getInfo)
+    ("0", "", "all-rights-reserved"),
+    ("1", "", "CC-BY-NC-SA-2.0"),
+    ("2", "", "CC-BY-NC-2.0"),
+    ("3", "", "CC-BY-NC-ND-2.0"),
+    ("4", "", "CC-BY-2.0"),
+    ("5", "", "CC-BY-SA-2.0"),
+    ("6", "", "CC-BY-ND-2.0"),
+    ("7", "", "public-domain"),
+    ("8", "", "public-domain"),
+    ("9", "", "CC0-1.0"),
+    ("10", "", "PDM-1.0"),
+    ("11", "", "CC-BY-4.0"),
+    ("12", "", "CC-BY-SA-4.0"),
+    ("13", "", "CC-BY-ND-4.0"),
+    ("14", "", "CC-BY-NC-4.0"),
+    ("15", "", "CC-BY-NC-SA-4.0"),
+    ("16", "", "CC-BY-NC-ND-4.0"),
+    # Flickr licence names, with the URLs the API gives beside them
+    ("All Rights Reserved", "", "all-rights-reserved"),
+    ("Attribution License", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
+    ("Attribution License", "", "CC-BY-2.0"),
+    ("Attribution-ShareAlike License", "", "CC-BY-SA-2.0"),
+    ("Attribution-NoDerivs License", "", "CC-BY-ND-2.0"),
+    ("Attribution-NonCommercial License", "", "CC-BY-NC-2.0"),
+    ("Attribution-NonCommercial-ShareAlike License", "", "CC-BY-NC-SA-2.0"),
+    ("Attribution-NonCommercial-NoDerivs License", "", "CC-BY-NC-ND-2.0"),
+    ("No known copyright restrictions", "https://www.flickr.com/commons/usage/", "public-domain"),
+    ("No known copyright restrictions", "", "public-domain"),
+    ("United States Government Work", "http://www.usa.gov/copyright.shtml", "public-domain"),
+    ("United States Government Work", "https://www.usa.gov/government-works", "public-domain"),
+    ("Public Domain Dedication (CC0)", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    ("Public Domain Dedication (CC0)", "", "CC0-1.0"),
+    ("Public Domain Mark", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
+    ("Public Domain Mark", "", "PDM-1.0"),
+    ("Attribution 4.0 International", "", "CC-BY-4.0"),
+    ("Attribution-ShareAlike 4.0 International", "", "CC-BY-SA-4.0"),
+    ("Attribution-NonCommercial-NoDerivs 4.0 International", "", "CC-BY-NC-ND-4.0"),
+    # Wikimedia Commons LicenseShortName (extmetadata), with and without LicenseUrl
+    ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0", "CC-BY-SA-4.0"),
+    ("CC BY-SA 4.0", "", "CC-BY-SA-4.0"),
+    ("CC BY 4.0", "", "CC-BY-4.0"),
+    ("CC BY 3.0", "https://creativecommons.org/licenses/by/3.0", "CC-BY-3.0"),
+    ("CC BY 2.5", "", "CC-BY-2.5"),
+    ("CC BY-SA 3.0 de", "https://creativecommons.org/licenses/by-sa/3.0/de/deed.en", "CC-BY-SA-3.0-DE"),
+    ("CC BY 3.0 de", "", "CC-BY-3.0-DE"),
+    ("CC-BY-SA-3.0-migrated", "", "CC-BY-SA-3.0"),
+    ("CC BY-NC 2.0", "", "CC-BY-NC-2.0"),
+    ("cc-by-2.5", "", "CC-BY-2.5"),
+    ("CC0", "http://creativecommons.org/publicdomain/zero/1.0/deed.en", "CC0-1.0"),
+    ("CC0", "", "CC0-1.0"),
+    ("CC0 1.0", "", "CC0-1.0"),
+    ("CC PDM 1.0", "", "PDM-1.0"),
+    ("Public domain", "", "public-domain"),
+    ("PD-US", "", "public-domain"),
+    ("PD-old-70", "", "public-domain"),
+    ("PD_USGov_NASA", "", "public-domain"),
+    ("No restrictions", "https://commons.wikimedia.org/wiki/Template:No_restrictions", "public-domain"),
+    ("", "https://commons.wikimedia.org/wiki/Template:PD-USGov-NASA", "public-domain"),
+    ("GFDL", "http://www.gnu.org/copyleft/fdl.html", "GFDL-1.2-or-later"),
+    ("GFDL", "", "GFDL-1.2-or-later"),
+    # URLs decide over text
+    ("", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
+    ("whatever", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    ("", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
+    ("CC BY 4.0", "https://creativecommons.org/licenses/by-nc/4.0/", "CC-BY-NC-4.0"),
+    # unrecognised
+    ("", "", None),
+    ("Copyrighted free use", "", None),
+    ("CC BY-SA 2.5,2.0,1.0", "", None),
+    ("17", "", None),
+    ("cc by 4.0 and more", "", None),
+]
+
+
+@pytest.mark.parametrize("text,url,expected", LICENCES)
 def test_licence_normalisation(text, url, expected):
     assert canonical(text, url) == expected
 
@@ -79,5 +134,8 @@ def test_licence_gate_reasons():
     assert check("CC BY-SA 4.0", "", "x", ALLOW + ["CC-BY-SA-*"]).ok  # share-alike is an opt-in
     missing = check("CC BY 2.0", "", "  ", ALLOW)
     assert not missing.ok and missing.reason.startswith("licence attribution missing")
-    unknown = check("All Rights Reserved", "", "x", ALLOW)
-    assert unknown.reason == "licence unrecognised: All Rights Reserved"
+    reserved = check("All Rights Reserved", "", "x", ALLOW)
+    assert reserved.reason == "licence not allowed: all-rights-reserved (All Rights Reserved)"
+    unknown = check("Copyrighted free use", "", "x", ALLOW)
+    assert unknown.reason == "licence unrecognised: Copyrighted free use"
+    assert not check("GFDL", "", "x", ALLOW).ok and not check("13", "", "x", ALLOW).ok  # ND

@@ -217,3 +217,17 @@ def bench_loader(shards: list[str] = typer.Argument(None, help="Tar paths, URLs 
                   f"{workers} workers: ours {figures['ours_workers_images_per_s']:.0f}/s, "
                   f"webdataset {figures['baseline_workers_images_per_s']:.0f}/s")
     print(figures_line(figures))
+
+
+@bench_app.command("fetch")
+def bench_fetch(images: int = 2000, workers: int = 16,
+                img2dataset: str = typer.Option(None, help="img2dataset executable [PATH, then .venv-img2dataset]")) -> None:
+    """Download images/s from a loopback server: our fetch stage against img2dataset
+    (output format files, no resize) on the same URL list, same thread count."""
+    from gpic.bench import bench_fetch as run, figures_line
+
+    figures = run(images, workers, img2dataset)
+    console.print(f"{images} JPEGs 479x587 over loopback, {workers} threads: ours {figures['ours_images_per_s']:.0f}/s "
+                  f"({figures['ours_ok']} ok), img2dataset {figures['baseline_images_per_s']:.0f}/s "
+                  f"({figures['baseline_ok']} ok, {figures['baseline_wall_s']:.1f} s with start-up)")
+    print(figures_line(figures))
