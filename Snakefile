@@ -22,6 +22,7 @@ include: "workflow/rules/pack.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/publish.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -136,7 +136,8 @@ def _build_everything(work: Path, shards: int, per_job: int, val_shards: int, te
               [f"results/packed/{split}/gpic_{split}_{i:05d}.{ext}" for split, n in (("val", val_shards), ("test", test_shards))
                for i in range(n) for ext in ("tar", "parquet")],
               [f"results/done/provenance/{b}.json" for b in blocks]
-              + ["results/packed/README.md", "results/packed/SHA256SUMS", "results/eval/fd_dinov2_test.npz"]]
+              + ["results/packed/README.md", "results/packed/SHA256SUMS", "results/eval/fd_dinov2_test.npz"],
+              ["results/report/index.html", "results/report/cost.json"]]
     now = time.time() - 3600
     os.utime(work / "source.csv", (now - 60, now - 60))
     for age, names in enumerate(stages):

@@ -86,6 +86,64 @@ def summary(results: Path = Path("results"), as_json: bool = typer.Option(False,
 
 
 @app.command()
+def status(results: Path = Path("results"), config: Path = Path("config.yaml"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Per job: how many blocks (shards_per_job shards each) or files are done and which are
+    pending, from what is on disk. `snakemake -n` also knows what is stale."""
+    from gpic.config import load_config
+    from gpic.jobs import status as job_status
+
+    rows = job_status(results, load_config(config))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("job", "done", "pending", "first pending", title=f"{results}: jobs on disk")
+    for row in rows:
+        shown = ", ".join(row["pending"][:4]) + (f" (+{len(row['pending']) - 4} more)" if len(row["pending"]) > 4 else "")
+        table.add_row(row["job"], f"{row['done']}/{row['total']}", str(len(row["pending"])), shown)
+    console.print(table)
+
+
+@app.command()
+def cost(results: Path = Path("results"), config: Path = Path("config.yaml"),
+         out: Path = typer.Option(None, help="Also write the figures as JSON here.")) -> None:
+    """CPU core-hours, GPU-hours, wall time, money, storage and egress at the target scale of
+    config `cost:`, from this run's benchmark files; says which figures are measured and which
+    assumed."""
+    from gpic.config import load_config
+    from gpic.cost import estimate
+
+    from gpic.store import write_json
+
+    report = estimate(results, load_config(config))
+    table = Table("job", "images at target", "source", "CPU core-h", "GPU-h", "USD", "wall h",
+                  title=f"cost at {report['target']['captioned']:,.0f} captioned images")
+    for job in report["jobs"]:
+        table.add_row(job["job"], f"{job['target_images']:,.0f}", job["source"],
+                      *(f"{job.get(k, 0):,.1f}" for k in ("cpu_core_hours", "gpu_hours", "usd", "wall_hours")))
+    console.print(table)
+    t, s = report["totals"], report["storage"]
+    console.print(f"compute ${t['compute_usd']:,.0f}; storage {s['packed_tb']:.2f} TB packed "
+                  f"({s['packed_bytes_per_image'] / 1e3:.0f} kB/image) + {s['raw_tb']:.2f} TB raw, "
+                  f"${s['usd_per_month']:,.0f}/month; one download: "
+                  + ", ".join(f"{tier} {e['tb']:.2f} TB ${e['usd']:,.0f}" for tier, e in report["egress_per_download"].items()))
+    for note in report["notes"]:
+        console.print(f"[dim]{note}[/dim]")
+    if out:
+        write_json(report, out)
+
+
+@app.command("report")
+def report_command(results: Path = Path("results"), config: Path = Path("config.yaml"),
+                   out: Path = Path("results/report/index.html")) -> None:
+    """Write the run report (one self-contained HTML page) from a finished run."""
+    from gpic.config import load_config
+    from gpic.report import write_report
+
+    console.print(f"wrote {write_report(results, load_config(config), out)}")
+
+
+@app.command()
 def verify(results: Path = typer.Argument(Path("results"))) -> None:
     """Check a results folder: tars against SHA256SUMS, each index against its tar, no key
     packed twice, every key of every shard in exactly one final state. Exit 1 naming problems."""

@@ -27,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide outputs from the rest of the team
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -122,3 +123,17 @@ def read_tar(path: str | os.PathLike) -> dict[str, bytes]:
             stream.seek(offset)
             out[name] = stream.read(size)
     return out
+
+
+def read_tar_member(path: str | os.PathLike, name: str) -> bytes:
+    """One member's bytes, walking the headers only (no other member is read); b"" when the
+    tar or the member is missing."""
+    if not os.path.exists(path):
+        return b""
+    with tarfile.open(path, mode="r") as tar:
+        try:
+            info = tar.getmember(name)
+        except KeyError:
+            return b""
+        stream = tar.extractfile(info)
+        return stream.read() if stream else b""

@@ -29,12 +29,13 @@ def block_of(shard):
 
 
 def all_outputs():
-    """Everything a full build produces: provenance of every block, the published card and
-    the FD-DINOv2 reference statistics of the test split."""
+    """Everything a full build produces: provenance of every block, the published card,
+    the FD-DINOv2 reference statistics of the test split and the run report."""
     return stamps("provenance") + [
         "results/packed/README.md",
         "results/packed/SHA256SUMS",
         "results/eval/fd_dinov2_test.npz",
+        "results/report/index.html",
     ]
 
 

@@ -7,6 +7,8 @@ rule partition:
         summary="results/manifests/partition.json",
     log:
         "results/logs/partition/partition.log",
+    benchmark:
+        "results/benchmarks/partition/partition.tsv"
     conda:
         "../../environment.yml"
     resources:

@@ -7,6 +7,8 @@ rule provenance:
         stamp="results/done/provenance/{block}.json",
     log:
         "results/logs/provenance/{block}.log",
+    benchmark:
+        "results/benchmarks/provenance/{block}.tsv"
     conda:
         "../../environment.yml"
     resources:
