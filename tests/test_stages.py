@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import imagehash
 import numpy as np
@@ -16,7 +17,7 @@ import yaml
 from PIL import Image
 
 from conftest import blank, jpeg_bytes
-from gpic.caption import LEVELS, caption_shard, clean, flag
+from gpic.caption import LEVELS, caption_shard, clean, flag, load_model
 from gpic.config import validate_config
 from gpic.dedup import dedup_corpus
 from gpic.embed import embed_shard, read_descriptors
@@ -166,6 +167,55 @@ def test_captions_four_levels_within_budget(run, vlm):
     assert captions["caption_prompt_hash"].nunique() == 1
 
 
+def test_captions_record_their_generation(run, vlm):
+    captions = run["captions"]
+    generation = json.loads(captions["caption_generation"].iloc[0])
+    assert generation["do_sample"] is False and generation["backend"] == "transformers"
+    assert generation["max_new_tokens"] == {"label": 3, "short": 5, "medium": 8, "long": 12}
+    assert (captions["caption_model_id"] == vlm.model_id).all() and (captions["caption_model_revision"] == vlm.revision).all()
+
+
+def test_a_killed_caption_job_resumes_from_its_part_files(run, vlm, tmp_path, monkeypatch):
+    """Kill the job after its first batch (the second generate call raises), rerun: only the
+    missing batches are generated and the table equals an uninterrupted run's, byte for byte."""
+    cfg = {**run["cfg"]["caption"], "batch_size": 1}
+    args = (run["decisions"], run["records"], run["root"] / "raw" / "00000.tar", cfg)
+    whole = caption_shard(*args, tmp_path / "whole.parquet", model=vlm)
+    assert len(whole) >= 2
+    calls = []
+    real = type(vlm).generate_levels
+
+    def dies_on_second_batch(self, images, levels):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(self, images, levels)
+
+    monkeypatch.setattr(type(vlm), "generate_levels", dies_on_second_batch)
+    out = tmp_path / "captions.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        caption_shard(*args, out, model=vlm)
+    assert not out.exists() and len(list(tmp_path.glob("captions.parquet.parts/*/*.parquet"))) == 1
+    calls.clear()
+    monkeypatch.setattr(type(vlm), "generate_levels", lambda self, images, levels: (
+        calls.append(len(images)), real(self, images, levels))[1])
+    resumed = caption_shard(*args, out, model=vlm)
+    assert len(calls) == len(whole) - 1  # the finished batch was not generated again
+    assert out.read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert resumed.equals(whole)
+    assert not (tmp_path / "captions.parquet.parts").exists()
+
+
+def test_vllm_backend_without_vllm_names_the_extra(tiny_models):
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"gpic\[vllm\]"):
+            load_model({"backend": "vllm", "model": str(tiny_models["vlm"]), "max_pixels": None, "device": "cpu"})
+    else:
+        pytest.skip("vllm is installed: the GPU test covers it")
+
+
 def test_caption_cleaning_and_flags():
     assert clean("<|im_start|>assistant\n A  red\nbus <|im_end|>") == "A red bus"
     assert flag("", False) == "empty"
@@ -209,3 +259,15 @@ def test_provenance_conserves_keys_and_card_lists_tiers(run):
     assert partition_json["shards"] == 1
     summary = summarise(run["root"])
     assert summary["conserved"]
+
+
+def test_bench_caption_runs_batched_and_one_at_a_time(tiny_models):
+    from typer.testing import CliRunner
+
+    from gpic.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "caption", "--model", str(tiny_models["vlm"]), "--images", "2",
+                                      "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    figures = dict(item.split("=") for item in result.output.strip().splitlines()[-1].split())
+    assert figures["images"] == "2" and float(figures["ours_tokens_per_s"]) > 0 and float(figures["ratio"]) > 0

@@ -289,3 +289,23 @@ def bench_fetch(images: int = 2000, workers: int = 16,
                   f"({figures['ours_ok']} ok), img2dataset {figures['baseline_images_per_s']:.0f}/s "
                   f"({figures['baseline_ok']} ok, {figures['baseline_wall_s']:.1f} s with start-up)")
     print(figures_line(figures))
+
+
+@bench_app.command("caption")
+def bench_caption(model: str = "resources/models/tiny/qwen3-vl-tiny", images: int = 16, batch_size: int = 8,
+                  device: str = "cpu", backend: str = "transformers", threads: int = 1,
+                  config: Path = typer.Option(None, help="Take the four levels' prompts and budgets from this config.")) -> None:
+    """Captioning images/s and output tokens/s (four levels) for MODEL at BATCH_SIZE, against
+    the same model one image at a time."""
+    import torch
+    import yaml
+
+    from gpic.bench import bench_caption as run, figures_line
+
+    torch.set_num_threads(threads)
+    levels = yaml.safe_load(config.read_text())["caption"].get("levels") if config else None
+    figures = run(model, images, batch_size, device, backend, levels)
+    console.print(f"{figures['model']} ({backend}, {device}), {images} images x 4 levels: batch {batch_size} "
+                  f"{figures['ours_images_per_s']:.2f} images/s ({figures['ours_tokens_per_s']:.0f} tokens/s), "
+                  f"one at a time {figures['baseline_images_per_s']:.2f} images/s")
+    print(figures_line(figures))

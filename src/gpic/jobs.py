@@ -116,13 +116,12 @@ def assess(block: str, results: Path, config: dict, stamp: str | Path) -> None:
 def caption(block: str, results: Path, config: dict, stamp: str | Path) -> None:
     """GPU: four caption levels for every key dedup kept, then pack the block's train shards
     (train shard i from raw shard i) while the block's files are at hand."""
-    from gpic.caption import caption_shard
+    from gpic.caption import caption_shard, load_model
     from gpic.pack import pack
-    from gpic.vlm import VisionLanguageModel
 
     started, counts = time.time(), {}
     cfg = config["caption"]
-    vlm = VisionLanguageModel(cfg["model"], device=cfg["device"], max_pixels=cfg["max_pixels"])
+    vlm = load_model(cfg)
     for shard in block_shards(block):
         f = ShardFiles(results, shard)
         records = read_table(f.stage("fetch"))

@@ -21,7 +21,7 @@ from gpic.models import weights_revision
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Generation", "VisionLanguageModel"]
+__all__ = ["Generation", "VisionLanguageModel", "VllmModel"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -161,6 +161,12 @@ class VisionLanguageModel:
             results.append(Generation(text=text, new_tokens=new_tokens, hit_limit=hit_limit))
         return results
 
+    def generate_levels(self, images: list[Image.Image], levels: dict[str, tuple[str, int]]) -> dict[str, list[Generation]]:
+        """Several (prompt, max_new_tokens) over the same images: one batched generate per
+        level. The vision tower runs once per level here; the vLLM backend shares it."""
+        images = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        return {level: self.generate(images, prompt, budget) for level, (prompt, budget) in levels.items()}
+
     def _generate_ids(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[list[int]]:
         """Raw new-token ids per image (rows padded after EOS with the pad id)."""
         if max_new_tokens < 1:
@@ -188,3 +194,52 @@ class VisionLanguageModel:
                 eos_token_id=sorted(self.eos_token_ids),
             )
         return output[:, prompt_len:].tolist()
+
+
+class VllmModel:
+    """The same interface on vLLM's offline engine, for GPU nodes. All prompts of a batch
+    (images x levels) go to one `LLM.generate`; the image comes first in every prompt, so
+    with prefix caching the four levels of an image share its encoding and prefix.
+    vLLM is an optional extra (`pip install 'gpic[vllm]'` on a GPU node image, with the torch
+    build vLLM wants); nothing else imports it."""
+
+    def __init__(self, path: str | Path, max_pixels: int | None = None, dtype: str = "bfloat16",
+                 gpu_memory_utilization: float = 0.9) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError(f"caption backend 'vllm' needs the vllm package (pip install 'gpic[vllm]' on a GPU "
+                              f"node): {exc}") from None
+        from transformers import AutoProcessor
+
+        self.path = Path(path).expanduser()
+        if not any(self.path.glob("*.safetensors")):
+            raise ValueError(f"no safetensors weights in {self.path} (pickled weights are refused)")
+        self.model_id = _model_id(self.path, json.loads((self.path / "config.json").read_text()))
+        self.revision = weights_revision(self.path)
+        self.processor = AutoProcessor.from_pretrained(self.path, local_files_only=True)
+        mm_kwargs = {"max_pixels": max_pixels} if max_pixels else None
+        self.llm = LLM(model=str(self.path), dtype=dtype, enable_prefix_caching=True, seed=0,
+                       limit_mm_per_prompt={"image": 1}, mm_processor_kwargs=mm_kwargs,
+                       gpu_memory_utilization=gpu_memory_utilization)
+
+    def generate_levels(self, images: list[Image.Image], levels: dict[str, tuple[str, int]]) -> dict[str, list[Generation]]:
+        from vllm import SamplingParams
+
+        requests, params, order = [], [], []
+        for level, (prompt, budget) in levels.items():
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+            chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            for image in images:
+                requests.append({"prompt": chat, "multi_modal_data": {"image": image.convert("RGB")}})
+                params.append(SamplingParams(temperature=0.0, max_tokens=budget, skip_special_tokens=True))
+                order.append(level)
+        out: dict[str, list[Generation]] = {level: [] for level in levels}
+        for level, result in zip(order, self.llm.generate(requests, params, use_tqdm=False)):
+            completion = result.outputs[0]
+            out[level].append(Generation(text=completion.text.strip(), new_tokens=len(completion.token_ids),
+                                         hit_limit=completion.finish_reason == "length"))
+        return out
+
+    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[Generation]:
+        return self.generate_levels(images, {"answer": (prompt, max_new_tokens)})["answer"]
