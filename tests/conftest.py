@@ -87,3 +87,21 @@ def provenance(demo) -> pd.DataFrame:
 
     return pd.concat([read_table(demo / "results" / "provenance" / f"{s}.parquet").assign(shard=s)
                       for s in DEMO_SHARDS])
+
+
+DATA = ("*.tar", "*.parquet", "README.md", "SHA256SUMS", "partition.json")
+
+
+def contents(results: Path) -> dict[str, bytes | str]:
+    """Every data file of a run, to compare two runs; fetch tables without fetched_at (when
+    the bytes were read)."""
+    from gpic.store import read_table
+
+    out = {}
+    for pattern in DATA:
+        for path in sorted(results.rglob(pattern)):
+            if path.parent.name == "fetch":
+                out[str(path.relative_to(results))] = read_table(path).drop(columns="fetched_at").to_csv(index=False)
+            else:
+                out[str(path.relative_to(results))] = path.read_bytes()
+    return out

@@ -10,12 +10,10 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO, demo_workspace, snakemake
-from gpic.store import read_table
+from conftest import REPO, contents, demo_workspace, snakemake
 
 CLUSTER = REPO / "profiles" / "slurm-local" / "cluster.sh"
 PROFILE = ["--profile", str(REPO / "profiles" / "slurm"), "--workflow-profile", str(REPO / "profiles" / "slurm-local")]
-DATA = ("*.tar", "*.parquet", "README.md", "SHA256SUMS", "partition.json")
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +39,6 @@ def slurm_run(cluster, tiny_models, tmp_path_factory):
     local = snakemake(work, "--cores", "2")
     assert local.returncode == 0, local.stderr[-4000:]
     return work, run
-
-
-def contents(results):
-    """Every data file of a run; fetch tables without fetched_at (when the bytes were read)."""
-    out = {}
-    for pattern in DATA:
-        for path in sorted(results.rglob(pattern)):
-            if path.parent.name == "fetch":
-                out[str(path.relative_to(results))] = read_table(path).drop(columns="fetched_at").to_csv(index=False)
-            else:
-                out[str(path.relative_to(results))] = path.read_bytes()
-    return out
 
 
 def test_slurm_run_gives_the_local_outputs(slurm_run):

@@ -106,7 +106,9 @@ class DinoV2Features:
         if not path.is_dir():
             raise FileNotFoundError(f"DINOv2 model folder not found: {path}")
         with _no_progress_bars():
-            self.model = AutoModel.from_pretrained(path, dtype=torch.float32).eval().to(device)
+            # safetensors only: a pickled checkpoint is refused, never unpickled
+            self.model = AutoModel.from_pretrained(path, dtype=torch.float32, local_files_only=True,
+                                                   use_safetensors=True).eval().to(device)
         self.device = device
         self.model_id = path.name
         self.revision = weights_revision(path)

@@ -18,6 +18,10 @@ from gpic.store import write_json, write_table
 REQUIRED = ["source", "source_id", "url", "license", "license_url", "attribution", "title"]
 OPTIONAL = ["retrieved_at", "width", "height"]
 SCHEMES = ("http", "https", "file")
+# Longer fields are a broken or hostile row: refused with a reason rather than carried into
+# every later table and tar record.
+MAX_CHARS = {"source_id": 256, "url": 4096, "license": 512, "license_url": 2048, "attribution": 16384,
+             "title": 16384}
 COLUMNS = ["key", "shard", "split", *REQUIRED, *OPTIONAL, "extra", "manifest_file", "manifest_row", "contract_error"]
 
 
@@ -25,14 +29,17 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest as text columns (types are checked per row, not trusted per file)."""
     path = Path(path)
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if suffix.startswith(".csv"):
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    elif suffix.startswith((".jsonl", ".ndjson")):
-        df = pd.read_json(path, lines=True, dtype=False)
-    elif suffix == ".parquet":
-        df = pd.read_parquet(path)
-    else:
+    readers = {".csv": lambda: pd.read_csv(path, dtype=str, keep_default_na=False),
+               ".jsonl": lambda: pd.read_json(path, lines=True, dtype=False),
+               ".ndjson": lambda: pd.read_json(path, lines=True, dtype=False),
+               ".parquet": lambda: pd.read_parquet(path)}
+    reader = readers.get(suffix.removesuffix(".gz"))
+    if reader is None:
         raise ValueError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
+    try:
+        df = reader()
+    except Exception as exc:  # a file that does not parse at all is the operator's to fix
+        raise ValueError(f"{path}: cannot read manifest: {type(exc).__name__}: {exc}") from None
     return df.astype(object).where(df.notna(), "").map(_text)
 
 
@@ -54,9 +61,18 @@ def contract_error(row: dict, missing_columns: list[str], allowed_sources: list[
         return "manifest empty source_id"
     if not row["url"]:
         return "manifest empty url"
-    scheme = urlsplit(row["url"]).scheme.lower()
-    if scheme not in SCHEMES:
-        return f"manifest unsupported url scheme: {scheme or '(none)'}"
+    for name, limit in MAX_CHARS.items():
+        if len(row[name]) > limit:
+            return f"manifest field too long: {name} has {len(row[name])} characters, limit {limit}"
+    if any(ord(ch) < 32 or ch.isspace() for ch in row["url"]):
+        return "manifest bad url: contains whitespace or control characters"
+    try:
+        parts = urlsplit(row["url"])
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError as exc:
+        return f"manifest bad url: {exc}"
+    if parts.scheme.lower() not in SCHEMES:
+        return f"manifest unsupported url scheme: {parts.scheme.lower()[:20] or '(none)'}"
     for name in ("width", "height"):
         if row.get(name) and not row[name].isdigit():
             return f"manifest bad {name}: not a non-negative integer: {row[name][:40]}"
