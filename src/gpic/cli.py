@@ -144,6 +144,30 @@ def report_command(results: Path = Path("results"), config: Path = Path("config.
 
 
 @app.command()
+def dropped(reason: str = typer.Option("", help="Text the drop reason contains (any case); empty lists all."),
+            shard: str | None = typer.Option(None, help="Only this shard, e.g. 00003."),
+            results: Path = Path("results"),
+            sheet: Path | None = typer.Option(None, help="Also draw a contact sheet of the images (.jpg or .png)."),
+            limit: int = typer.Option(120, help="Most images on the contact sheet.")) -> None:
+    """List dropped keys (key, shard, stage, reason; tab-separated) for human review; their
+    raw bytes stay in RESULTS/raw/{shard}.tar, and --sheet draws them with key and reason."""
+    from gpic.audit import contact_sheet, dropped as find
+
+    try:
+        rows = find(results, reason, shard)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    print("key\tshard\tstage\treason")
+    for row in rows.itertuples():
+        print(f"{row.key}\t{row.shard}\t{row.stage}\t{row.reason}")
+    if sheet:
+        contact_sheet(rows.head(limit), results, sheet)
+        console.print(f"contact sheet of {min(limit, len(rows))} image(s): {sheet}", soft_wrap=True)
+    console.print(f"{len(rows)} dropped key(s)")
+
+
+@app.command()
 def verify(results: Path = typer.Argument(Path("results"))) -> None:
     """Check a results folder: tars against SHA256SUMS, each index against its tar, no key
     packed twice, every key of every shard in exactly one final state. Exit 1 naming problems."""
@@ -308,4 +332,18 @@ def bench_caption(model: str = "resources/models/tiny/qwen3-vl-tiny", images: in
     console.print(f"{figures['model']} ({backend}, {device}), {images} images x 4 levels: batch {batch_size} "
                   f"{figures['ours_images_per_s']:.2f} images/s ({figures['ours_tokens_per_s']:.0f} tokens/s), "
                   f"one at a time {figures['baseline_images_per_s']:.2f} images/s")
+    print(figures_line(figures))
+
+
+@bench_app.command("filter")
+def bench_filter(images: int = 300, repeat: int = 3) -> None:
+    """Filter decode + scores, images/s on one core of the same 479x587 JPEGs: ours (JPEG draft
+    decode, scores on a small grey image) against a full decode scoring the full image."""
+    from gpic.bench import figures_line
+    from gpic.filters import bench_filter as run
+
+    figures = run(images, repeat)
+    console.print(f"{images} JPEGs 479x587, one core: ours {figures['ours_images_per_s']:.0f}/s, full decode + "
+                  f"full-resolution scores {figures['baseline_images_per_s']:.0f}/s (our scores after a full "
+                  f"decode: {figures['full_decode_images_per_s']:.0f}/s)")
     print(figures_line(figures))

@@ -38,7 +38,6 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageStat
 
-from gpic.filters import SCORE_SIDE, grey_for_scores, scores
 
 # --------------------------------------------------------------------------------------
 # Contract
@@ -82,6 +81,7 @@ PHASH_MIN_DISTANCE = 16  # pairwise pHash Hamming distance is strictly greater
 THUMB_MAX_COSINE = 0.85  # pairwise thumbnail cosine is strictly smaller
 MIN_SIDE = 256
 MIN_SHARPNESS = 100.0  # variance of the Laplacian, greyscale, downscaled to max side 512
+SCORE_SIDE = 512  # the long side at which ``sharpness`` measures
 MIN_GREY_STD = 20.0
 MAX_CLIPPED_FRACTION = 0.30  # fraction of greyscale pixels at exactly 0 or 255
 
@@ -259,9 +259,19 @@ def thumb_vector(img: Image.Image) -> np.ndarray:
     return v / n if n > 1e-9 else v
 
 
+def _laplacian_variance(grey: np.ndarray) -> float:
+    lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    return float(lap.var()) if lap.size else 0.0
+
+
 def sharpness(img: Image.Image) -> float:
-    """The filter stage's blur score (variance of the Laplacian at reduced scale)."""
-    return scores(grey_for_scores(img))["blur"]
+    """The generator's own blur measure (variance of the Laplacian of the grey image at max
+    side SCORE_SIDE), kept apart from the filter's so the corpus does not move when the filter
+    is tuned; the filter's defaults are checked against this corpus instead."""
+    grey = img.convert("L")
+    if max(grey.size) > SCORE_SIDE:
+        grey.thumbnail((SCORE_SIDE, SCORE_SIDE), Image.Resampling.BILINEAR)
+    return _laplacian_variance(np.asarray(grey, dtype=np.float32))
 
 
 def grey_stats(img: Image.Image) -> tuple[float, float]:
@@ -623,7 +633,7 @@ class _Builder:
                 if std < _GEN_GREY_STD - 4 or clipped > _GEN_CLIPPED + 0.1:
                     continue
                 # Sharpness is measured at max side 512, so render just that, in grey.
-                if scores(_render_grey_measure(grey[i], spec))["blur"] < 0.9 * _GEN_SHARPNESS:
+                if _laplacian_variance(_render_grey_measure(grey[i], spec)) < 0.9 * _GEN_SHARPNESS:
                     continue
                 img = _render(src, spec)
                 std, clipped = grey_stats(img)

@@ -30,7 +30,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pandas as pd
 
 from gpic import licenses
-from gpic.store import read_table, read_tar, stamp, write_table, write_tar
+from gpic.store import config_hash, read_table, read_tar, stamp, write_table, write_tar
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +277,26 @@ def reusable(records_path: Path, raw_tar: Path) -> dict[str, tuple[dict, tuple[s
     return kept
 
 
+def fetch_params(config: dict) -> dict:
+    """The configuration a fetch record is stamped with (and compared against)."""
+    return {"fetch": config["fetch"], "licenses": config["licenses"]}
+
+
+def fetch_is_current(manifest_path: Path, raw_tar: Path, records_path: Path, config: dict) -> bool:
+    """True when the raw tar and fetch table are newer than the manifest, were made with the
+    same fetch and licence config and hold no retryable failure: fetching again would
+    download nothing and rewrite the same bytes. A filter-only change (which reruns prepare
+    through Snakemake's params tracking) then leaves them, and the scores kept beside them
+    for their mtime, untouched."""
+    if not (raw_tar.exists() and records_path.exists()) or records_path.stat().st_mtime < manifest_path.stat().st_mtime:
+        return False
+    records = read_table(records_path)
+    if "retryable" not in records or "fetch_config_hash" not in records:
+        return False
+    retry = (records["fetch_status"] == "failed") & records["retryable"].astype(bool)
+    return bool((records["fetch_config_hash"] == config_hash(fetch_params(config))).all() and not retry.any())
+
+
 def fetch_shard(manifest: pd.DataFrame, config: dict, raw_tar: str | Path, records_path: str | Path) -> pd.DataFrame:
     """Fetch every key of a shard manifest into one raw tar plus one record per key. A rerun
     downloads again only the keys whose earlier attempt failed with a retryable error."""
@@ -302,7 +322,7 @@ def fetch_shard(manifest: pd.DataFrame, config: dict, raw_tar: str | Path, recor
                 log.info("fetch progress: %d of %d keys", done, len(rows))
     records = pd.DataFrame([r for r, _ in results], columns=list(blank_record("")))
     write_tar(raw_tar, [m for _, m in results if m is not None])
-    records = stamp(records, "fetch", {"fetch": cfg, "licenses": config["licenses"]})
+    records = stamp(records, "fetch", fetch_params(config))
     write_table(records, records_path)
     counts = records["fetch_status"].value_counts().to_dict() if len(records) else {}
     log.info("fetched shard: %d keys %s, %d kept from an earlier run", len(records), counts,

@@ -77,13 +77,17 @@ def _counts(table, column: str) -> dict[str, int]:
 
 def prepare(block: str, results: Path, config: dict, stamp: str | Path) -> None:
     """CPU: fetch (licence gate, download) and filter every shard of the block."""
-    from gpic.fetch import fetch_shard
+    from gpic.fetch import fetch_is_current, fetch_shard
     from gpic.filters import filter_shard
 
     started, counts = time.time(), {}
     for shard in block_shards(block):
         f = ShardFiles(results, shard)
-        records = fetch_shard(read_table(f.stage("manifests")), config, f.raw, f.stage("fetch"))
+        if fetch_is_current(f.stage("manifests"), f.raw, f.stage("fetch"), config):
+            log.info("shard %s: fetch table and raw tar are current, not fetching again", shard)
+            records = read_table(f.stage("fetch"))
+        else:
+            records = fetch_shard(read_table(f.stage("manifests")), config, f.raw, f.stage("fetch"))
         filtered = filter_shard(records, f.raw, config["filter"], f.stage("filter"))
         counts[shard] = {"fetch": _counts(records, "fetch_status"), "filter": _counts(filtered, "filter_verdict")}
         log.info("prepared shard %s: %s", shard, counts[shard])

@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def parse_answer(text: str, accept: list[str], reject: list[str]) -> str:
-    """'accept', 'reject' or 'unparseable' from the first word of a model answer."""
-    words = re.findall(r"[a-z]+", text.lower())
+    """'accept', 'reject' or 'unparseable' from the first word of a model answer (case,
+    punctuation, markdown and a leading reasoning block ignored). Only the first word counts,
+    so "not good" is unparseable rather than a misread "good"."""
+    words = re.findall(r"[a-z]+", re.sub(r"<think>.*?(</think>|$)", " ", text.lower(), flags=re.DOTALL))
     if not words:
         return "unparseable"
     if words[0] in {w.lower() for w in accept}:

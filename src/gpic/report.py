@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gpic.caption import LEVELS  # noqa: E402
-from gpic.store import read_table, read_tar_member  # noqa: E402
+from gpic.store import read_table  # noqa: E402
 
 THUMB = 160
 STYLE = """
@@ -124,20 +124,22 @@ def kept_section(results: Path, index: pd.DataFrame, n: int) -> str:
            f"<div class='grid'>{''.join(cells)}</div>"
 
 
-def dropped_section(results: Path, prov: pd.DataFrame, n_per_reason: int) -> str:
-    """Dropped keys whose bytes were fetched (filter, judge, dedup), a few per reason, read
-    back from the raw shards: the removed set is kept, so it can be looked at."""
-    fetch = concat(str(results / "fetch" / "*.parquet"), ["key", "raw_member"])
-    dropped = prov[(prov["state"] == "dropped") & prov["stage"].isin(["filter", "judge", "dedup"])]
-    dropped = dropped.merge(fetch, on="key").assign(kind=lambda t: t["reason"].str.split(":").str[0])
-    cells = []
-    for _, group in dropped.sort_values(["stage", "kind", "key"]).groupby(["stage", "kind"], sort=False):
-        for row in group.head(n_per_reason).itertuples():
-            data = read_tar_member(results / "raw" / f"{row.shard}.tar", row.raw_member)
-            cells.append(figure_html(thumbnail(data), [f"<b>{html.escape(row.stage)}: {html.escape(row.reason)}</b>",
-                                                       f"<code>{row.key}</code>"]))
+def dropped_section(results: Path, n_per_reason: int) -> str:
+    """Dropped keys whose bytes were fetched (filter, judge, dedup), a few per kind of reason,
+    read back from the raw shards: the removed set is kept, so it can be looked at."""
+    from gpic.audit import dropped, raw_bytes
+
+    table = dropped(results)
+    table = table[table["stage"].isin(["filter", "judge", "dedup"])].assign(kind=lambda t: t["reason"].str.split(":").str[0])
+    picks = table.sort_values(["stage", "kind", "key"]).groupby(["stage", "kind"], sort=False).head(n_per_reason)
+    data: dict[str, bytes] = {}
+    for shard, group in picks.groupby("shard"):
+        data.update(raw_bytes(results, shard, group["key"].tolist()))
+    cells = [figure_html(thumbnail(data.get(row.key, b"")), [f"<b>{html.escape(row.stage)}: {html.escape(row.reason)}</b>",
+                                                             f"<code>{row.key}</code>"]) for row in picks.itertuples()]
     return f"<h2>Dropped samples</h2><p>Up to {n_per_reason} per reason; every dropped image stays in " \
-           f"<code>results/raw/</code> (<code>gpic lineage KEY</code>).</p><div class='grid'>{''.join(cells)}</div>"
+           f"<code>results/raw/</code> (<code>gpic dropped</code>, <code>gpic lineage KEY</code>).</p>" \
+           f"<div class='grid'>{''.join(cells)}</div>"
 
 
 def cost_section(cost: dict) -> str:
@@ -164,15 +166,13 @@ def write_report(results: str | Path, config: dict, out: str | Path, samples: in
     from gpic.store import atomic_path
 
     results = Path(results)
-    prov = pd.concat([read_table(p).assign(shard=Path(p).stem)
-                      for p in sorted(glob.glob(str(results / "provenance" / "*.parquet")))], ignore_index=True)
     summary = summarise(results)
     index = concat(str(results / "packed" / "*" / "*.parquet"))
     decisions = read_table(results / "dedup" / "decisions.parquet")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>GPIC run report</title><style>{STYLE}</style>"
             f"</head><body><h1>GPIC run report</h1><p class='muted'>{html.escape(str(results.resolve()))}, "
             f"{config['shards']} shards</p>" + funnel_section(summary) + corpus_section(index, decisions)
-            + kept_section(results, index, samples) + dropped_section(results, prov, 3)
+            + kept_section(results, index, samples) + dropped_section(results, 3)
             + cost_section(estimate(results, config)) + "</body></html>")
     out = Path(out)
     with atomic_path(out) as tmp:

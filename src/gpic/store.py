@@ -124,16 +124,3 @@ def read_tar(path: str | os.PathLike) -> dict[str, bytes]:
             out[name] = stream.read(size)
     return out
 
-
-def read_tar_member(path: str | os.PathLike, name: str) -> bytes:
-    """One member's bytes, walking the headers only (no other member is read); b"" when the
-    tar or the member is missing."""
-    if not os.path.exists(path):
-        return b""
-    with tarfile.open(path, mode="r") as tar:
-        try:
-            info = tar.getmember(name)
-        except KeyError:
-            return b""
-        stream = tar.extractfile(info)
-        return stream.read() if stream else b""
