@@ -131,7 +131,7 @@ def _build_everything(work: Path, shards: int, per_job: int, val_shards: int, te
     blocks = block_names(shards, per_job)
     stages = [["results/manifests/partition.json"],
               *([f"results/done/{stage}/{b}.json" for b in blocks] for stage in ("prepare", "assess")),
-              ["results/dedup/decisions.parquet"],
+              ["results/dedup/decisions.parquet", *(f"results/dedup/blocks/{b}.json" for b in blocks)],
               [f"results/done/caption/{b}.json" for b in blocks],
               [f"results/packed/{split}/gpic_{split}_{i:05d}.{ext}" for split, n in (("val", val_shards), ("test", test_shards))
                for i in range(n) for ext in ("tar", "parquet")],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import imagehash
@@ -24,9 +25,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class CopyDetector:
-    """A TorchScript descriptor model (the form SSCD is published in), L2-normalised output."""
+    """A TorchScript descriptor model (the form SSCD is published in) with SSCD's inference
+    preprocessing: short side resized to `image_size` (288), aspect ratio kept, ImageNet
+    normalisation; descriptors L2-normalised and returned as float16 (what is stored)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", image_size: int = 288):
+    def __init__(self, path: str | Path, device: str = "cpu", image_size: int = 288, center_crop: bool = False):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"copy-detection model not found: {path}")
@@ -36,16 +39,26 @@ class CopyDetector:
         self.device = device
         self.model_id = path.name
         self.revision = weights_revision(path)
+        crop = [T.CenterCrop(image_size)] if center_crop else []
         self.transform = T.Compose([
-            T.PILToTensor(), T.Resize(image_size, antialias=True), T.CenterCrop(image_size),
+            T.Resize(image_size), T.PILToTensor(), *crop,  # PIL bilinear on the short side, as SSCD's Resize(288)
             T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ])
 
     @torch.inference_mode()
     def describe(self, images: list) -> np.ndarray:
-        batch = torch.stack([self.transform(im) for im in images]).to(self.device)
-        out = torch.nn.functional.normalize(self.model(batch).float(), dim=1)
-        return out.cpu().numpy().astype(np.float16)
+        """(len(images), dim) float16; images whose resized shapes agree run as one batch."""
+        tensors = [self.transform(im) for im in images]
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, tensor in enumerate(tensors):
+            groups[tuple(tensor.shape)].append(i)
+        out: list = [None] * len(tensors)
+        for members in groups.values():
+            batch = torch.stack([tensors[i] for i in members]).to(self.device)
+            descriptors = torch.nn.functional.normalize(self.model(batch).float(), dim=1).cpu().numpy()
+            for i, descriptor in zip(members, descriptors.astype(np.float16)):
+                out[i] = descriptor
+        return np.stack(out)
 
 
 def embed_shard(survivors: list[str], manifest: pd.DataFrame, fetch_records: pd.DataFrame,
@@ -59,7 +72,7 @@ def embed_shard(survivors: list[str], manifest: pd.DataFrame, fetch_records: pd.
     facts = facts[facts["key"].isin(set(survivors))].set_index("key")
     rows = []
     if len(facts):
-        detector = detector or CopyDetector(cfg["model"], cfg["device"], cfg["image_size"])
+        detector = detector or CopyDetector(cfg["model"], cfg["device"], cfg["image_size"], cfg["center_crop"])
         raw = read_tar(raw_tar)
         for keys, images, failures in load_batches(raw, facts["raw_member"].to_dict(), cfg["batch_size"]):
             rows += [{"key": k, "embed_status": "failed", "embed_reason": r} for k, r in failures]
@@ -77,8 +90,7 @@ def embed_shard(survivors: list[str], manifest: pd.DataFrame, fetch_records: pd.
 
 
 def read_descriptors(table: pd.DataFrame) -> np.ndarray:
-    """The fp16 descriptor column as an (n, d) float32 matrix."""
-    ok = table["descriptor"].dropna()
-    if ok.empty:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.frombuffer(b"".join(ok), dtype=np.float16).reshape(len(ok), -1).astype(np.float32)
+    """The fp16 descriptor column (non-null rows) as an (n, d) float32 matrix."""
+    from gpic.dedup import descriptor_matrix
+
+    return descriptor_matrix(table["descriptor"].dropna().tolist()).astype(np.float32)

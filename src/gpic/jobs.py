@@ -104,7 +104,7 @@ def assess(block: str, results: Path, config: dict, stamp: str | Path) -> None:
     started, counts = time.time(), {}
     judge_cfg, embed_cfg = config["judge"], config["embed"]
     vlm = VisionLanguageModel(judge_cfg["model"], device=judge_cfg["device"], max_pixels=judge_cfg["max_pixels"])
-    detector = CopyDetector(embed_cfg["model"], embed_cfg["device"], embed_cfg["image_size"])
+    detector = CopyDetector(embed_cfg["model"], embed_cfg["device"], embed_cfg["image_size"], embed_cfg["center_crop"])
     for shard in block_shards(block):
         f = ShardFiles(results, shard)
         records, filtered = read_table(f.stage("fetch")), read_table(f.stage("filter"))

@@ -3,7 +3,7 @@ rule caption:
     train shards are packed (train shard i from raw shard i)."""
     input:
         "results/done/assess/{block}.json",
-        "results/dedup/decisions.parquet",
+        "results/dedup/blocks/{block}.json",
     output:
         stamp="results/done/caption/{block}.json",
     log:

@@ -54,7 +54,9 @@ def heldout_inputs(wildcards):
 
 def provenance_inputs(wildcards):
     """A block's final states need its train shards and the held-out shards of its keys."""
-    inputs = stamps("caption", [wildcards.block]) + ["results/dedup/decisions.parquet"]
+    inputs = stamps("caption", [wildcards.block]) + [
+        f"results/dedup/blocks/{wildcards.block}.json"
+    ]
     for split, buckets in BUCKETS.items():
         wanted = {
             bucket_of(int(s), len(buckets), config["shards"])

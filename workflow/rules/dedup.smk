@@ -1,10 +1,13 @@
 rule dedup:
     """Global clusters of duplicates over every shard; writes one slice of decisions per
-    shard beside the global table for the caption and provenance jobs."""
+    shard beside the global table for the caption and provenance jobs, and per block a
+    digest of its slices: downstream jobs depend on their block's digest, which keeps its
+    checksum (so Snakemake does not rerun them) unless that block's decisions change."""
     input:
         stamps("assess"),
     output:
         decisions="results/dedup/decisions.parquet",
+        digests=expand("results/dedup/blocks/{block}.json", block=BLOCKS),
     log:
         "results/logs/dedup/dedup.log",
     benchmark:
@@ -18,5 +21,6 @@ rule dedup:
     params:
         dedup=config["dedup"],
         shards=config["shards"],
+        shards_per_job=PER_JOB,
     script:
         "../scripts/dedup.py"
