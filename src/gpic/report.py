@@ -15,9 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from gpic.caption import LEVELS  # noqa: E402
+from gpic.images import load_rgb  # noqa: E402
 from gpic.store import read_table  # noqa: E402
 
 THUMB = 160
@@ -45,13 +45,10 @@ def png(fig) -> str:
 
 
 def thumbnail(data: bytes) -> str | None:
-    """A JPEG data URL of a small version of the image, or None when it does not decode
-    (dropped images include the corrupt ones)."""
+    """A JPEG data URL of a small version of the image (normalised as every stage sees it),
+    or None when it does not decode (dropped images include the corrupt ones)."""
     try:
-        image = Image.open(io.BytesIO(data))
-        image.draft("RGB", (THUMB, THUMB))
-        image = image.convert("RGB")
-        image.thumbnail((THUMB, THUMB))
+        image = load_rgb(data, max_side=THUMB)
     except Exception:  # noqa: BLE001 (any decoder error means: no thumbnail)
         return None
     buffer = io.BytesIO()
