@@ -5,6 +5,7 @@ other blocks a rebuild, and the measured quality and scale benches."""
 from __future__ import annotations
 
 import json
+import time
 
 import imagehash
 import numpy as np
@@ -200,7 +201,11 @@ def test_workflow_recaptions_only_blocks_whose_decisions_changed(tmp_path):
 
     settings = yaml.safe_load(_dag_config(tmp_path, 8, 4).read_text())
     _build_everything(tmp_path, 8, 4, settings["splits"]["val_shards"], settings["splits"]["test_shards"])
-    blocks = tmp_path / "results" / "dedup" / "blocks"  # written an hour ago, so what follows is newer
+    blocks = tmp_path / "results" / "dedup" / "blocks"
+    for digest in blocks.iterdir():
+        digest.write_text(json.dumps({"shards": {digest.stem: "abc"}}))
+    _snakemake(tmp_path, "--touch", "--cores", "1", "--forcerun", "caption")  # record what caption jobs read
+    time.sleep(1)
     (blocks / "00000-00003.json").write_bytes((blocks / "00000-00003.json").read_bytes())  # rewritten, same bytes
     (blocks / "00004-00007.json").write_text('{"shards": {"00004": "changed"}}')
     (tmp_path / "results" / "dedup" / "decisions.parquet").touch()

@@ -384,13 +384,11 @@ def bench_dedup_quality(config: Path = Path("config.yaml"),
     cfg = load_config(config)
     report, summary = dedup_quality(quality_photos(demo), cfg)
     d = cfg["dedup"]
-    table = Table("transform", "copies", "exact", f"phash<={d['phash_max_distance']}",
-                  f"cos>={d['cosine_min']}", "removed", "med. Hamming", "med. cos",
-                  title=f"planted copies of {summary['photos']} photos ({cfg['embed']['model']})")
-    for r in report.itertuples():
-        table.add_row(r.transform, str(r.copies), str(r.exact), str(r.phash), str(r.descriptor), str(r.removed),
-                      f"{r.median_hamming:.0f}", f"{r.median_cosine:.3f}")
-    console.print(table)
+    console.print(f"planted copies of {summary['photos']} photos; layers alone: exact sha256, phash <= "
+                  f"{d['phash_max_distance']}, descriptor cosine >= {d['cosine_min']} ({cfg['embed']['model']}); "
+                  "removed: in the original's cluster after all layers (links may run through other copies)",
+                  soft_wrap=True)
+    print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     console.print(f"links between distinct photos: exact {summary['false_links_exact']}, phash "
                   f"{summary['false_links_phash']}, descriptor {summary['false_links_descriptor']}; "
                   f"distinct photos wrongly removed: {summary['distinct_removed']}")

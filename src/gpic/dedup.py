@@ -224,10 +224,10 @@ def dedup_corpus(embed_paths: dict[str, str], cfg: dict, decisions_path: str | P
             yield descriptor_matrix(_embedded(embed_paths[shard], ["key", "descriptor"])["descriptor"].tolist())
 
     decisions = stamp(decide(meta, chunks, cfg), "dedup", cfg)
-    write_table(decisions, decisions_path)
     by_shard = dict(iter(decisions.groupby("shard")))
     for shard, path in shard_paths.items():
         write_table(by_shard.get(shard, decisions.iloc[:0]), path)
     for path, members in (digest_paths or {}).items():
         write_json({"shards": {s: slice_digest(by_shard.get(s, decisions.iloc[:0])) for s in members}}, path)
+    write_table(decisions, decisions_path)  # last: its presence means the job finished
     return decisions
