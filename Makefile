@@ -6,7 +6,7 @@ CORES ?= 2
 
 I2D := .venv-img2dataset
 
-.PHONY: install bench-env demo test lint clean
+.PHONY: install bench-env demo test test-fast lint clean
 
 # torch and torchvision first and pinned exactly: these builds lie on the machine's disk,
 # any other version downloads several GB.
@@ -43,7 +43,12 @@ demo: resources/models/tiny/.built resources/demo/.built
 test: $(VENV)/.installed $(I2D)/.installed
 	$(BIN)/pytest -q
 
+# The edit loop: every test not marked slow (nothing that runs Snakemake, SLURM or a browser).
+test-fast: $(VENV)/.installed $(I2D)/.installed
+	$(BIN)/pytest -q -m "not slow"
+
 lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests workflow/scripts
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 

@@ -1,5 +1,5 @@
 # GPIC: permissively licensed web images -> a captioned, deduplicated, packed image-text corpus.
-# Stages and their data contracts: DESIGN.md in the project docs; each stage is one .smk file.
+# Stages, their data contracts and the results layout: docs/architecture.md; each job is one .smk file.
 
 from snakemake.utils import min_version, validate
 

@@ -1,41 +1,41 @@
-"""Shared fixtures: real photos shipped by scikit-image, encoded as real files."""
+"""Shared fixtures: real photos shipped by scikit-image, tiny local models, the demo run.
+Helper functions live in helpers.py."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
 import torch
-import yaml
 from PIL import Image
+
+from helpers import DEMO_SHARDS, demo_workspace, snakemake
 
 torch.set_num_threads(1)  # two threads on these shared two-core machines ran far slower
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-DEMO_SHARDS = [f"{i:05d}" for i in range(8)]
+WORKFLOW_FIXTURES = {"demo", "provenance", "slurm_run"}  # each runs Snakemake
 
 
-def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
+def pytest_collection_modifyitems(config, items):
+    """A test that runs the workflow through a fixture must be marked slow, so that
+    `make test-fast` never starts Snakemake."""
+    unmarked = [item.nodeid for item in items
+                if WORKFLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError(f"these tests run the workflow but are not marked slow: {unmarked}")
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, Image.Image]:
-    return {name: Image.fromarray(getattr(skimage.data, name)()) for name in ("astronaut", "coffee", "chelsea", "rocket")}
+    return {name: Image.fromarray(getattr(skimage.data, name)())
+            for name in ("astronaut", "coffee", "chelsea", "rocket")}
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    from gpic.models import build_tiny_models
+    from gpic.devkit.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("models"))
 
@@ -46,30 +46,6 @@ def base_config() -> dict:
 
     return validate_config({"sources": ["unused.csv"], "shards": 4, "judge": {"model": "m"},
                             "embed": {"model": "m"}, "caption": {"model": "m"}})
-
-
-def blank(size=(500, 400), value=128) -> Image.Image:
-    return Image.fromarray(np.full((size[1], size[0], 3), value, dtype=np.uint8))
-
-
-def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-               "--configfile", str(work / "config.yaml"), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=work)
-
-
-def demo_workspace(work: Path, tiny_models: dict) -> Path:
-    """A folder with the demo corpus and the demo config pointing at the tiny models."""
-    from gpic.demo import build_demo
-
-    build_demo(work / "resources" / "demo")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    models = {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}
-    for stage, model in models.items():
-        if stage in config:
-            config[stage]["model"] = str(tiny_models[model])
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    return work
 
 
 @pytest.fixture(scope="session")
@@ -87,21 +63,3 @@ def provenance(demo) -> pd.DataFrame:
 
     return pd.concat([read_table(demo / "results" / "provenance" / f"{s}.parquet").assign(shard=s)
                       for s in DEMO_SHARDS])
-
-
-DATA = ("*.tar", "*.parquet", "README.md", "SHA256SUMS", "partition.json")
-
-
-def contents(results: Path) -> dict[str, bytes | str]:
-    """Every data file of a run, to compare two runs; fetch tables without fetched_at (when
-    the bytes were read)."""
-    from gpic.store import read_table
-
-    out = {}
-    for pattern in DATA:
-        for path in sorted(results.rglob(pattern)):
-            if path.parent.name == "fetch":
-                out[str(path.relative_to(results))] = read_table(path).drop(columns="fetched_at").to_csv(index=False)
-            else:
-                out[str(path.relative_to(results))] = path.read_bytes()
-    return out

@@ -15,10 +15,23 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import jpeg_bytes
-from gpic.fd import (PROTOCOL_VERSION, DinoV2Features, Stats, StatsMismatch, combine, decode, fd,
-                     frechet_distance, image_stats, reference_stats, tar_images)
+from gpic.fd import (
+    PROTOCOL_VERSION,
+    Stats,
+    StatsMismatch,
+    combine,
+    decode,
+    empty_stats,
+    fd,
+    frechet_distance,
+    image_stats,
+    reference_stats,
+    tar_images,
+)
+from gpic.inference.dinov2 import DinoV2Features
 from gpic.store import write_tar
+
+from helpers import jpeg_bytes
 
 
 def crops(photo: Image.Image, n: int, seed: int) -> list[bytes]:
@@ -52,7 +65,7 @@ def features(model, images) -> dict[str, np.ndarray]:
 
 
 def stats_of(f: np.ndarray, model: DinoV2Features) -> Stats:
-    stats = model.empty_stats()
+    stats = empty_stats(model)
     stats.update(f)
     return stats
 
@@ -188,7 +201,7 @@ def reference(tmp_path_factory, tiny_models, images):
 
 
 def test_reference_npz_round_trips_its_metadata(reference, tiny_models):
-    from gpic.models import weights_revision
+    from gpic.identity import weights_revision
 
     out, tar = reference
     stats = Stats.load(out)
@@ -218,7 +231,7 @@ def test_mismatched_revision_or_protocol_is_refused_naming_it(reference, field, 
 
 def test_gpic_fd_on_a_folder_a_tar_and_an_npz(reference, images, tiny_models, tmp_path):
     from gpic.cli import app
-    from gpic.models import build_tiny_dinov2
+    from gpic.devkit.tiny_models import build_tiny_dinov2
 
     ref, _ = reference
     folder = tmp_path / "samples"

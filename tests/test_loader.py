@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from gpic.bench.loader import synthetic_shards
 from gpic.cli import app
-from gpic.loader import PackedDataset, decode_image, make_loader, synthetic_shards
+from gpic.loader import PackedDataset, decode_image, make_loader
 from gpic.store import read_table, read_tar, write_tar
 
 # Synthetic shards repeat keys from shard to shard, so a sample is its key and its pixels.
@@ -43,6 +44,7 @@ def dataset(shards: str, **options) -> PackedDataset:
     return PackedDataset(shards, **{"size": 32, "shuffle_buffer": 8, **options})
 
 
+@pytest.mark.slow
 def test_each_sample_once_across_two_ranks_of_two_workers(demo):
     packed = demo / "results" / "packed"
     # 8 train shards split whole; the single val shard is split by sample index.

@@ -44,7 +44,8 @@ def test_tiers_are_nested_prefixes():
     assert tier_shard_counts({"nano": 0.01, "lite": 0.1, "full": 1.0}, 8000) == {"nano": 80, "lite": 800, "full": 8000}
     assert tier_shard_counts({"nano": 0.01, "lite": 0.1, "full": 1.0}, 8) == {"nano": 1, "lite": 1, "full": 8}
     tiers = {"nano": 0.01, "lite": 0.1, "full": 1.0}
-    assert [tier_of_shard(tiers, 8000, s) for s in (0, 79, 80, 799, 800, 7999)] == ["nano", "nano", "lite", "lite", "full", "full"]
+    assert [tier_of_shard(tiers, 8000, s) for s in (0, 79, 80, 799, 800, 7999)] == [
+        "nano", "nano", "lite", "lite", "full", "full"]
 
 
 def test_snakemake_lint_has_no_findings():
@@ -56,6 +57,12 @@ def test_snakemake_lint_has_no_findings():
 def test_snakefmt_is_clean():
     files = ["Snakefile", *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
     run = subprocess.run([str(BIN / "snakefmt"), "--check", *files], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_ruff_is_clean():
+    run = subprocess.run([str(BIN / "ruff"), "check", "src", "tests", "workflow/scripts"], cwd=REPO,
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
 

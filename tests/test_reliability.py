@@ -14,10 +14,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import jpeg_bytes
-from gpic.fetch import fetch_shard
-from gpic.manifest import partition, read_manifest
+from gpic.stages.fetch import fetch_shard
+from gpic.stages.partition import partition, read_manifest
 from gpic.store import read_table, read_tar
+
+from helpers import jpeg_bytes
 
 LICENCES = ["CC BY 4.0", "Attribution License", "CC0", "PD-US", "4", "0", "All Rights Reserved", "CC BY-NC 2.0",
             "", "??", "CC BY-SA 3.0 de"]
@@ -88,8 +89,9 @@ def test_hostile_manifest_rows_get_reasons(tmp_path, base_config):
     summary = partition([str(tmp_path / "m.parquet")], base_config, tmp_path / "out")
     table = pd.concat(read_table(tmp_path / "out" / f"{s:05d}.parquet") for s in range(4)).set_index("source_id")
     assert summary["repeated_keys"] == 1 and len(table) == len(HOSTILE)
-    for sid, (_, attribution, reason) in HOSTILE.items():
-        assert table.loc[sid, "contract_error"].startswith(reason) and (reason or table.loc[sid, "contract_error"] == ""), sid
+    for sid, (_, _attribution, reason) in HOSTILE.items():
+        assert (table.loc[sid, "contract_error"].startswith(reason)
+                and (reason or table.loc[sid, "contract_error"] == "")), sid
     assert table.loc["unicode", "attribution"] == "Zoë \u202e\x00 \U0001f600".strip()  # kept exactly, not mangled
 
 
@@ -117,8 +119,8 @@ def test_tars_with_escaping_or_special_members_are_refused(tmp_path, name, kind)
 
 
 def test_models_given_as_pickles_are_refused(tmp_path, tiny_models):
-    from gpic.fd import DinoV2Features
-    from gpic.vlm import VisionLanguageModel
+    from gpic.inference.dinov2 import DinoV2Features
+    from gpic.inference.vlm import VisionLanguageModel
 
     for name, model in (("vlm", VisionLanguageModel), ("dinov2", DinoV2Features)):
         folder = tmp_path / name

@@ -1,31 +1,194 @@
-"""The one schema of config.yaml, shared by the Snakefile and the `gpic` command."""
+"""The one schema of config.yaml, shared by the Snakefile and the `gpic` command.
+
+The JSON schema (schemas/config.schema.yaml) is the single source of truth: validation and
+default-filling use `jsonschema` directly, so the library needs no Snakemake to read a config.
+The validated config stays a plain dict (what Snakemake passes to jobs and what the stages'
+config hashes are computed from, so a refactor cannot change them); the TypedDicts below
+type it per section, and a test keeps their keys equal to the schema's."""
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import best_match
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+class SplitsConfig(TypedDict):
+    val_fraction: float
+    test_fraction: float
+    val_shards: int
+    test_shards: int
+
+
+class LicensesConfig(TypedDict):
+    allow: list[str]
+
+
+class FetchConfig(TypedDict):
+    workers: int
+    per_host: int
+    timeout_s: float
+    deadline_s: float
+    max_bytes: int
+    max_redirects: int
+    retries: int
+    backoff_s: float
+    max_backoff_s: float
+    user_agent: str
+    allow_private_addresses: bool
+    file_roots: list[str]
+
+
+class FilterConfig(TypedDict):
+    formats: list[str]
+    max_pixels: int
+    animated: Literal["first_frame", "drop"]
+    min_side: int
+    max_aspect: float
+    min_blur: float
+    max_overexposed: float
+    max_underexposed: float
+    min_std: float
+    min_entropy: float
+
+
+class Criterion(TypedDict):
+    prompt: str
+    accept: list[str]
+    reject: list[str]
+
+
+class JudgeConfig(TypedDict):
+    model: str
+    device: str
+    batch_size: int
+    max_pixels: int | None
+    max_new_tokens: int
+    on_unparseable: Literal["keep", "drop"]
+    criteria: dict[str, Criterion]
+
+
+class EmbedConfig(TypedDict):
+    model: str
+    device: str
+    batch_size: int
+    image_size: int
+    center_crop: bool
+
+
+class DedupConfig(TypedDict):
+    phash_max_distance: int
+    cosine_min: float
+    index: Literal["auto", "flat", "ivf"]
+    flat_max: int
+    nlist: int
+    nprobe: int
+
+
+class Level(TypedDict):
+    prompt: str
+    max_new_tokens: int
+
+
+class CaptionConfig(TypedDict):
+    model: str
+    backend: Literal["transformers", "vllm"]
+    device: str
+    batch_size: int
+    max_pixels: int | None
+    levels: dict[str, Level]
+
+
+class EvalConfig(TypedDict):
+    model: str
+    device: str
+    batch_size: int
+
+
+class PublishConfig(TypedDict):
+    name: str
+    pretty_name: str
+    repo_id: str
+
+
+class CostConfig(TypedDict):
+    target: dict[str, float]
+    cluster: dict[str, int]
+    prices: dict[str, float]
+    gpu_images_per_s: dict[str, float]
+
+
+class Config(TypedDict, total=False):
+    """A validated config; a job is given the sections its rule passes (Snakemake reruns a
+    job when one of its sections changes), so every section is optional here."""
+
+    sources: list[str]
+    shards: int
+    shards_per_job: int
+    allowed_sources: list[str]
+    splits: SplitsConfig
+    tiers: dict[str, float]
+    licenses: LicensesConfig
+    fetch: FetchConfig
+    filter: FilterConfig
+    judge: JudgeConfig
+    embed: EmbedConfig
+    dedup: DedupConfig
+    caption: CaptionConfig
+    eval: EvalConfig
+    publish: PublishConfig
+    cost: CostConfig
+
+
+SECTIONS = dict(Config.__annotations__)  # for the schema test
 
 
 class ConfigError(ValueError):
     """A config file that does not match the schema; the message names the key."""
 
 
-def validate_config(config: dict) -> dict:
-    """Validate in place against the schema and fill in defaults; name the bad key on error."""
-    from snakemake.utils import validate  # snakemake's validator also applies defaults
+def _with_defaults(validator_class):
+    """A validator that fills each missing property with its schema default before checking
+    it (jsonschema's documented recipe; Snakemake's `validate` does the same)."""
+    check_properties = validator_class.VALIDATORS["properties"]
 
-    try:
-        validate(config, str(SCHEMA))
-    except Exception as exc:  # snakemake wraps jsonschema's error in its own type
-        raise ConfigError(str(exc)) from None
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_VALIDATOR = None
+
+
+def _validator():
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        _VALIDATOR = _with_defaults(Draft202012Validator)(yaml.safe_load(SCHEMA.read_text()))
+    return _VALIDATOR
+
+
+def validate_config(config: dict) -> Config:
+    """Validate in place against the schema and fill in defaults; name the bad key on error."""
+    error = best_match(_validator().iter_errors(config))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ConfigError(f"config {where}: {error.message}")
     return config
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")

@@ -1,5 +1,5 @@
 """FD-DINOv2: Frechet distance between DINOv2 feature statistics of generated images and of
-GPIC's held-out test split (README: Evaluation). Papers cite the number, so the protocol is
+GPIC's held-out test split (docs/evaluation.md). Papers cite the number, so the protocol is
 written out here rather than left to an image processor's defaults, is versioned, and two
 statistics are only compared when they share the protocol version and the weights revision.
 
@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gpic.identity import file_sha256, weights_revision
+from gpic.inference.dinov2 import DinoV2Features
 from gpic.store import atomic_path, read_tar
 
 log = logging.getLogger(__name__)
@@ -90,41 +92,6 @@ def pixel_batches(images: Iterable[tuple[str, bytes]], batch_size: int, workers:
             pending = futures
         if pending is not None:
             yield np.stack([f.result() for f in pending])
-
-
-class DinoV2Features:
-    """A local DINOv2 checkpoint (transformers `AutoModel`) and its identity: the folder name
-    and the hash of its weight files (gpic.models.weights_revision)."""
-
-    def __init__(self, path: str | Path, device: str = "cpu"):
-        import torch
-        from transformers import AutoModel
-
-        from gpic.models import _no_progress_bars, weights_revision
-
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"DINOv2 model folder not found: {path}")
-        with _no_progress_bars():
-            # safetensors only: a pickled checkpoint is refused, never unpickled
-            self.model = AutoModel.from_pretrained(path, dtype=torch.float32, local_files_only=True,
-                                                   use_safetensors=True).eval().to(device)
-        self.device = device
-        self.model_id = path.name
-        self.revision = weights_revision(path)
-        self.dim = int(self.model.config.hidden_size)
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, 3, 224, 224) float32 -> (n, dim) float32 CLS features."""
-        import torch
-
-        with torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-            out = self.model(pixel_values=batch).last_hidden_state[:, 0]
-            return out.float().cpu().numpy()
-
-    def empty_stats(self) -> Stats:
-        return Stats.empty(self.dim, self.model_id, self.revision)
 
 
 # ---------------------------------------------------------------------------
@@ -260,14 +227,6 @@ def fd(samples: Stats, reference: Stats) -> float:
 # ---------------------------------------------------------------------------
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def folder_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -276,6 +235,11 @@ def folder_sha256(folder: Path) -> str:
     """One hash of a folder's images: sha256 over 'relative/name sha256' lines in name order."""
     lines = "".join(f"{p.relative_to(folder).as_posix()} {file_sha256(p)}\n" for p in folder_images(folder))
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def empty_stats(features: DinoV2Features) -> Stats:
+    """Statistics of no images, carrying the model's identity."""
+    return Stats.empty(features.dim, features.model_id, features.revision)
 
 
 def tar_images(path: str | Path) -> Iterator[tuple[str, bytes]]:
@@ -289,7 +253,7 @@ def tar_images(path: str | Path) -> Iterator[tuple[str, bytes]]:
 
 def image_stats(images: Iterable[tuple[str, bytes]], features: DinoV2Features, batch_size: int = 32,
                 workers: int = 1) -> Stats:
-    stats = features.empty_stats()
+    stats = empty_stats(features)
     for pixels in pixel_batches(images, batch_size, workers):
         stats.update(features(pixels))
     return stats
@@ -309,8 +273,6 @@ def reference_stats(tars: list[str | Path], out: str | Path, cfg: dict, workers:
     `shard_dir` (default: `<out folder>/test/`) and reused by a later run when the tar's
     sha256, the weights revision and the protocol version match, so a killed job resumes
     at the next shard and a changed shard recomputes only itself."""
-    from gpic.models import weights_revision
-
     out = Path(out)
     shard_dir = Path(shard_dir) if shard_dir else out.parent / "test"
     revision = weights_revision(cfg["model"])
@@ -357,7 +319,7 @@ def samples_stats(path: Path, model: Path | None, device: str = "cpu", batch_siz
         raise ValueError(f"--model is needed to compute features of the {kind} {path}")
     features = DinoV2Features(model, device)
     if expect is not None:
-        check_compatible(features.empty_stats(), expect)
+        check_compatible(empty_stats(features), expect)
     stats = image_stats(images, features, batch_size, workers)
     stats.sources = [{"name": path.name, "sha256": sha, "count": stats.count}]
     return stats, {"path": str(path), "kind": kind, "sha256": sha}
@@ -376,59 +338,3 @@ def compare(samples: Path, ref: Path, model: Path | None = None, device: str = "
     return {"fd_dinov2": distance, "protocol_version": PROTOCOL_VERSION, "protocol": PROTOCOL,
             "samples": describe(stats, source),
             "reference": describe(reference, {"path": str(ref), "kind": "npz", "sha256": file_sha256(ref)})}
-
-
-# ---------------------------------------------------------------------------
-# Benchmark
-# ---------------------------------------------------------------------------
-
-
-def demo_jpegs(n: int, seed: int = 0) -> list[bytes]:
-    """n JPEGs of GPIC's mean size (479x587) cut from real photos shipped with scikit-image."""
-    import skimage.data
-
-    rng = np.random.default_rng(seed)
-    photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-              for name in ("astronaut", "coffee", "chelsea", "rocket")]
-    out = []
-    for i in range(n):
-        photo = photos[i % len(photos)]
-        left, top = int(rng.integers(0, photo.width // 4)), int(rng.integers(0, photo.height // 4))
-        image = photo.crop((left, top, left + photo.width * 3 // 4, top + photo.height * 3 // 4)).resize((479, 587))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
-
-
-def bench_fd(model: str | Path, n: int = 64, batch_size: int = 32, repeat: int = 3, device: str = "cpu") -> dict:
-    """Feature extraction images/s from the same JPEG bytes: ours (PIL resize + numpy
-    normalisation + forward) against the usual path (decode, the checkpoint's
-    AutoImageProcessor, the same forward). Both include decoding; one thread each."""
-    import torch
-    from transformers import AutoImageProcessor
-
-    from gpic.bench import best_of
-
-    blobs = demo_jpegs(n)
-    batches = [blobs[i:i + batch_size] for i in range(0, n, batch_size)]
-    features = DinoV2Features(model, device)
-    processor = AutoImageProcessor.from_pretrained(model)
-
-    def ours() -> None:
-        for batch in batches:
-            features(np.stack([decode(str(i), b) for i, b in enumerate(batch)]))
-
-    def baseline() -> None:
-        for batch in batches:
-            images = [Image.open(io.BytesIO(b)).convert("RGB") for b in batch]
-            pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device)
-            with torch.inference_mode():
-                features.model(pixel_values=pixels).last_hidden_state[:, 0].cpu()
-
-    ours(), baseline()  # warm-up: first calls allocate
-    ours_s, baseline_s = best_of(ours, repeat), best_of(baseline, repeat)
-    return {"images": n, "batch_size": batch_size, "model": features.model_id,
-            "baseline_processor": type(processor).__name__, "ours_images_per_s": n / ours_s,
-            "baseline_images_per_s": n / baseline_s, "ratio": baseline_s / ours_s,
-            "ours_s": ours_s, "baseline_s": baseline_s}

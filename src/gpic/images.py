@@ -5,6 +5,7 @@ the filter, the judge, the embedder and the captioner all see the same pixels.""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -50,10 +51,8 @@ def normalise(image: Image.Image) -> Image.Image:
     """The normal form of an opened image (after any draft): decodes the pixels, so
     truncated or corrupt data raises here."""
     image.load()
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block leaves the pixels as stored
         image = ImageOps.exif_transpose(image) if orientation(image) != 1 else image
-    except Exception:
-        pass
     if image.mode in SIXTEEN_BIT:  # convert("L") would clip 16-bit values at 255, not scale them
         image = Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:

@@ -10,7 +10,7 @@ from pathlib import Path
 def to_log(path: str | Path) -> None:
     """Send stderr and the `gpic` loggers to the rule's log file (Snakemake's `log:`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    stream = open(path, "a", buffering=1)
+    stream = open(path, "a", buffering=1)  # noqa: SIM115  (stderr for the rest of the job)
     sys.stderr = stream
     logging.basicConfig(stream=stream, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

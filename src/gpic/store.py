@@ -3,7 +3,6 @@ deterministically, plus the stamp that says which code and parameters made a rec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tarfile
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpic import __version__
+from gpic.identity import config_hash
 
 
 @contextmanager
@@ -51,14 +51,8 @@ def write_json(obj: object, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def config_hash(params: object) -> str:
-    """Short hash of the parameters a stage used, recorded with every record it writes."""
-    canonical = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
 def stamp(df: pd.DataFrame, stage: str, params: object, **extra: str) -> pd.DataFrame:
-    """Add the columns that say what produced each record (DESIGN: provenance)."""
+    """Add the columns that say what produced each record (docs/architecture.md)."""
     df = df.copy()
     df[f"{stage}_config_hash"] = config_hash(params)
     df[f"{stage}_version"] = __version__

@@ -3,13 +3,13 @@ rule assess:
     and copy-detection descriptor of every survivor (embed); models load once per block.
     """
     input:
-        "results/done/prepare/{block}.json",
+        path(R.stamp("prepare", "{block}")),
     output:
-        stamp="results/done/assess/{block}.json",
+        stamp=path(R.stamp("assess", "{block}")),
     log:
-        "results/logs/assess/{block}.log",
+        path(R.log("assess", "{block}")),
     benchmark:
-        "results/benchmarks/assess/{block}.tsv"
+        path(R.benchmark("assess", "{block}"))
     conda:
         "../../environment.yml"
     threads: model_threads("judge")

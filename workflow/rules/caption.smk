@@ -2,14 +2,14 @@ rule caption:
     """GPU, per block: four caption levels for every image dedup kept, then the block's
     train shards are packed (train shard i from raw shard i)."""
     input:
-        "results/done/assess/{block}.json",
-        "results/dedup/blocks/{block}.json",
+        path(R.stamp("assess", "{block}")),
+        path(R.block_digest("{block}")),
     output:
-        stamp="results/done/caption/{block}.json",
+        stamp=path(R.stamp("caption", "{block}")),
     log:
-        "results/logs/caption/{block}.log",
+        path(R.log("caption", "{block}")),
     benchmark:
-        "results/benchmarks/caption/{block}.tsv"
+        path(R.benchmark("caption", "{block}"))
     conda:
         "../../environment.yml"
     threads: model_threads("caption")

@@ -2,10 +2,12 @@
 # Lists come from config at parse time (no checkpoints: they are slow at 8,000 shards). One job
 # runs one resource class over a block of `shards_per_job` shards and is tracked by one stamp
 # file, which keeps the DAG to a few thousand jobs and files at 8,000 shards (gpic.jobs).
+# Every path comes from gpic.layout, the one description of results/.
 
-from gpic.jobs import block_names, block_shards, bucket_of, bucket_range
-from gpic.keys import shard_name
+from gpic.identity import shard_name
+from gpic.layout import Layout, block_names, block_shards, bucket_of, bucket_range
 
+R = Layout()
 PER_JOB = config["shards_per_job"]
 BLOCKS = block_names(config["shards"], PER_JOB)
 BUCKETS = {
@@ -20,8 +22,14 @@ wildcard_constraints:
     split="val|test",
 
 
-def stamps(stage, blocks=BLOCKS):
-    return expand(f"results/done/{stage}/{{block}}.json", block=blocks)
+def path(p):
+    """A layout path as the string Snakemake matches against."""
+    return str(p)
+
+
+def stamps(job, blocks=BLOCKS):
+    """The completion stamps of a block job."""
+    return [path(R.stamp(job, block)) for block in blocks]
 
 
 def block_of(shard):
@@ -32,17 +40,12 @@ def all_outputs():
     """Everything a full build produces: provenance of every block, the published card,
     the FD-DINOv2 reference statistics of the test split and the run report."""
     return stamps("provenance") + [
-        "results/packed/README.md",
-        "results/packed/SHA256SUMS",
-        "results/eval/fd_dinov2_test.npz",
-        "results/report/index.html",
+        path(p) for p in (R.card, R.checksums, R.reference, R.report)
     ]
 
 
 def heldout(split, ext):
-    return expand(
-        f"results/packed/{split}/gpic_{split}_{{bucket}}.{ext}", bucket=BUCKETS[split]
-    )
+    return [path(R.packed(split, bucket, ext)) for bucket in BUCKETS[split]]
 
 
 def heldout_inputs(wildcards):
@@ -55,7 +58,7 @@ def heldout_inputs(wildcards):
 def provenance_inputs(wildcards):
     """A block's final states need its train shards and the held-out shards of its keys."""
     inputs = stamps("caption", [wildcards.block]) + [
-        f"results/dedup/blocks/{wildcards.block}.json"
+        path(R.block_digest(wildcards.block))
     ]
     for split, buckets in BUCKETS.items():
         wanted = {
@@ -63,8 +66,7 @@ def provenance_inputs(wildcards):
             for s in block_shards(wildcards.block)
         }
         inputs += [
-            f"results/packed/{split}/gpic_{split}_{shard_name(b)}.parquet"
-            for b in sorted(wanted)
+            path(R.packed(split, shard_name(b), "parquet")) for b in sorted(wanted)
         ]
     return inputs
 

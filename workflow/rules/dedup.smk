@@ -6,12 +6,12 @@ rule dedup:
     input:
         stamps("assess"),
     output:
-        decisions="results/dedup/decisions.parquet",
-        digests=expand("results/dedup/blocks/{block}.json", block=BLOCKS),
+        decisions=path(R.decisions),
+        digests=expand(path(R.block_digest("{block}")), block=BLOCKS),
     log:
-        "results/logs/dedup/dedup.log",
+        path(R.log("dedup", "dedup")),
     benchmark:
-        "results/benchmarks/dedup/dedup.tsv"
+        path(R.benchmark("dedup", "dedup"))
     conda:
         "../../environment.yml"
     threads: 2

@@ -1,15 +1,15 @@
 rule eval_reference:
-    """GPU, global: FD-DINOv2 reference statistics of the held-out test split (README:
-    Evaluation); per-shard statistics in results/eval/test/ let a rerun resume.
+    """GPU, global: FD-DINOv2 reference statistics of the held-out test split
+    (docs/evaluation.md); per-shard statistics in results/eval/test/ let a rerun resume.
     """
     input:
         heldout("test", "tar"),
     output:
-        "results/eval/fd_dinov2_test.npz",
+        path(R.reference),
     log:
-        "results/logs/eval/reference.log",
+        path(R.log("eval", "reference")),
     benchmark:
-        "results/benchmarks/eval/reference.tsv"
+        path(R.benchmark("eval", "reference"))
     conda:
         "../../environment.yml"
     threads: model_threads("eval")

@@ -4,12 +4,12 @@ rule pack_heldout:
     input:
         heldout_inputs,
     output:
-        tar="results/packed/{split}/gpic_{split}_{bucket}.tar",
-        index="results/packed/{split}/gpic_{split}_{bucket}.parquet",
+        tar=path(R.packed("{split}", "{bucket}", "tar")),
+        index=path(R.packed("{split}", "{bucket}", "parquet")),
     log:
-        "results/logs/pack/{split}_{bucket}.log",
+        path(R.log("pack", "{split}_{bucket}")),
     benchmark:
-        "results/benchmarks/pack/{split}_{bucket}.tsv"
+        path(R.benchmark("pack", "{split}_{bucket}"))
     conda:
         "../../environment.yml"
     resources:

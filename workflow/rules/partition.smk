@@ -4,11 +4,11 @@ rule partition:
     input:
         sources=config["sources"],
     output:
-        summary="results/manifests/partition.json",
+        summary=path(R.partition),
     log:
-        "results/logs/partition/partition.log",
+        path(R.log("partition", "partition")),
     benchmark:
-        "results/benchmarks/partition/partition.tsv"
+        path(R.benchmark("partition", "partition"))
     conda:
         "../../environment.yml"
     resources:

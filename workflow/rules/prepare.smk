@@ -2,13 +2,13 @@ rule prepare:
     """CPU, per block: licence gate and download (fetch), then safe decode and heuristic
     quality scores (filter); every drop keeps its reason."""
     input:
-        "results/manifests/partition.json",
+        path(R.partition),
     output:
-        stamp="results/done/prepare/{block}.json",
+        stamp=path(R.stamp("prepare", "{block}")),
     log:
-        "results/logs/prepare/{block}.log",
+        path(R.log("prepare", "{block}")),
     benchmark:
-        "results/benchmarks/prepare/{block}.tsv"
+        path(R.benchmark("prepare", "{block}"))
     conda:
         "../../environment.yml"
     threads: 1

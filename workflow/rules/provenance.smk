@@ -4,11 +4,11 @@ rule provenance:
     input:
         provenance_inputs,
     output:
-        stamp="results/done/provenance/{block}.json",
+        stamp=path(R.stamp("provenance", "{block}")),
     log:
-        "results/logs/provenance/{block}.log",
+        path(R.log("provenance", "{block}")),
     benchmark:
-        "results/benchmarks/provenance/{block}.tsv"
+        path(R.benchmark("provenance", "{block}"))
     conda:
         "../../environment.yml"
     resources:

@@ -5,10 +5,10 @@ rule publish:
         heldout("val", "tar"),
         heldout("test", "tar"),
     output:
-        card="results/packed/README.md",
-        sums="results/packed/SHA256SUMS",
+        card=path(R.card),
+        sums=path(R.checksums),
     log:
-        "results/logs/publish/publish.log",
+        path(R.log("publish", "publish")),
     conda:
         "../../environment.yml"
     resources:

@@ -4,13 +4,13 @@ rule report:
     """
     input:
         stamps("provenance"),
-        "results/packed/SHA256SUMS",
-        "results/eval/fd_dinov2_test.npz",
+        path(R.checksums),
+        path(R.reference),
     output:
-        page="results/report/index.html",
-        cost="results/report/cost.json",
+        page=path(R.report),
+        cost=path(R.cost),
     log:
-        "results/logs/report/report.log",
+        path(R.log("report", "report")),
     conda:
         "../../environment.yml"
     resources:

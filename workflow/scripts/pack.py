@@ -1,13 +1,11 @@
-"""Snakemake adapter: the val/test samples of a range of raw shards -> one held-out shard
-and its index (gpic.jobs.pack_heldout)."""
-
-from pathlib import Path
+"""Snakemake adapter: the val/test samples of a range of raw shards -> one held-out shard and
+its index (gpic.stages.pack.gather)."""
 
 from gpic.logs import to_log
 
 to_log(snakemake.log[0])
 
-from gpic.jobs import pack_heldout  # noqa: E402
+from gpic.layout import Layout  # noqa: E402
+from gpic.stages import pack  # noqa: E402
 
-w = snakemake.wildcards
-pack_heldout(w.split, w.bucket, Path("results"), snakemake.params.config, snakemake.output.tar, snakemake.output.index)
+pack.gather(Layout(), snakemake.params.config, snakemake.wildcards.split, snakemake.wildcards.bucket)

@@ -1,11 +1,13 @@
-"""Snakemake adapter: source manifests -> shard manifests (gpic.manifest.partition)."""
+"""Snakemake adapter: source manifests -> one manifest per raw shard (gpic.stages.partition)."""
 
 from gpic.logs import to_log
 
 to_log(snakemake.log[0])
 
-from gpic.manifest import partition  # noqa: E402
+from gpic.layout import Layout  # noqa: E402
+from gpic.stages import partition  # noqa: E402
 
-config = {"shards": snakemake.params.shards, "splits": snakemake.params.splits,
-          "allowed_sources": snakemake.params.allowed_sources}
-partition(list(snakemake.input.sources), config, out_dir=snakemake.output.summary.rsplit("/", 1)[0])
+params = snakemake.params
+config = {"sources": list(snakemake.input.sources), "shards": params.shards, "splits": params.splits,
+          "allowed_sources": params.allowed_sources}
+partition.run(Layout(), config)

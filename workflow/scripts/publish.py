@@ -1,12 +1,11 @@
-"""Snakemake adapter: packed shards -> dataset card and checksums (gpic.publish)."""
-
-from pathlib import Path
+"""Snakemake adapter: packed shards -> dataset card and checksums (gpic.stages.publish)."""
 
 from gpic.logs import to_log
 
 to_log(snakemake.log[0])
 
-from gpic.publish import write_card  # noqa: E402
+from gpic.layout import Layout  # noqa: E402
+from gpic.stages import publish  # noqa: E402
 
-config = {"shards": snakemake.params.shards, "tiers": snakemake.params.tiers, "publish": snakemake.params.publish}
-write_card(Path(snakemake.output.card).parent, config, snakemake.output.card, snakemake.output.sums)
+params = snakemake.params
+publish.run(Layout(), {"shards": params.shards, "tiers": params.tiers, "publish": params.publish})

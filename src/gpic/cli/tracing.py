@@ -1,0 +1,105 @@
+"""Tracing one image and a run's final states: lineage, summary, dropped, status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from gpic.cli.common import app, console
+
+
+@app.command()
+def lineage(key: str, results: Path = Path("results"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print everything recorded about one image: source, licence, fetch, scores, verdicts,
+    dedup cluster, captions and the tar it was packed into (or why it was dropped)."""
+    from gpic.stages.provenance import lineage as trace
+
+    try:
+        record = trace(key, results)
+    except (KeyError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(record, indent=2, default=str))
+        return
+    final = record.get("provenance") or {}
+    console.rule(f"[bold]{key}[/bold]  shard {record['shard']}  ->  {final.get('state', '?')}")
+    for section, values in record.items():
+        if not isinstance(values, dict):
+            continue
+        table = Table(title=section, show_header=False, title_justify="left", expand=True)
+        table.add_column("field", style="cyan", no_wrap=True)
+        table.add_column("value", overflow="fold")
+        for name, value in values.items():
+            table.add_row(name, json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value))
+        console.print(table)
+
+
+@app.command()
+def summary(results: Path = Path("results"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Final states per shard and per stage/reason; fails if any shard's counts do not add up."""
+    from gpic.stages.provenance import summarise
+
+    report = summarise(results)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        table = Table("shard", "in", "packed", "dropped", "failed", title="final states")
+        for shard, c in report["shards"].items():
+            table.add_row(shard, *(str(c[k]) for k in ("in", "packed", "dropped", "failed")))
+        console.print(table)
+        reasons = Table("state", "stage", "reason", "keys", title="by stage and reason")
+        for row in report["reasons"]:
+            reasons.add_row(row["state"], row["stage"], row["reason"], str(row["keys"]))
+        console.print(reasons)
+    if not report["conserved"]:
+        console.print("[red]counts do not conserve: in != packed + dropped + failed[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def dropped(reason: str = typer.Option("", help="Text the drop reason contains (any case); empty lists all."),
+            shard: str | None = typer.Option(None, help="Only this shard, e.g. 00003."),
+            results: Path = Path("results"),
+            sheet: Path | None = typer.Option(None, help="Also draw a contact sheet of the images (.jpg or .png)."),
+            limit: int = typer.Option(120, help="Most images on the contact sheet.")) -> None:
+    """List dropped keys (key, shard, stage, reason; tab-separated) for human review; their
+    raw bytes stay in RESULTS/raw/{shard}.tar, and --sheet draws them with key and reason."""
+    from gpic.review.audit import contact_sheet
+    from gpic.review.audit import dropped as find
+
+    try:
+        rows = find(results, reason, shard)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    print("key\tshard\tstage\treason")
+    for row in rows.itertuples():
+        print(f"{row.key}\t{row.shard}\t{row.stage}\t{row.reason}")
+    if sheet:
+        contact_sheet(rows.head(limit), results, sheet)
+        console.print(f"contact sheet of {min(limit, len(rows))} image(s): {sheet}", soft_wrap=True)
+    console.print(f"{len(rows)} dropped key(s)")
+
+
+@app.command()
+def status(results: Path = Path("results"), config: Path = Path("config.yaml"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Per job: how many blocks (shards_per_job shards each) or files are done and which are
+    pending, from what is on disk. `snakemake -n` also knows what is stale."""
+    from gpic.config import load_config
+    from gpic.review.status import status as job_status
+
+    rows = job_status(results, load_config(config))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("job", "done", "pending", "first pending", title=f"{results}: jobs on disk")
+    for row in rows:
+        shown = ", ".join(row["pending"][:4]) + (
+            f" (+{len(row['pending']) - 4} more)" if len(row["pending"]) > 4 else "")
+        table.add_row(row["job"], f"{row['done']}/{row['total']}", str(len(row["pending"])), shown)
+    console.print(table)

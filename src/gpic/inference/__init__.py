@@ -1,0 +1,21 @@
+"""Model wrappers: each loads a local checkpoint with its library's own loader (no stubs) and
+records the checkpoint's identity. `vlm` (Qwen3-VL: judge and captioner), `copy_detector`
+(SSCD descriptors), `dinov2` (FD-DINOv2 features)."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """Silence transformers' progress bars, restoring the previous setting."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

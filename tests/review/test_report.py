@@ -1,0 +1,111 @@
+"""The run report, the cost model and `gpic status`, on the demo workflow's real outputs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from gpic.cli import app
+from gpic.config import validate_config
+from gpic.review.cost import estimate
+
+
+def demo_config(demo) -> dict:
+    return validate_config(yaml.safe_load((demo / "config.yaml").read_text()))
+
+
+@pytest.mark.slow
+def test_workflow_writes_a_report_with_every_section(demo, provenance):
+    page = (demo / "results" / "report" / "index.html").read_text()
+    for heading in ("Funnel", "The corpus", "Kept samples", "Dropped samples", "Cost at target scale"):
+        assert f"<h2>{heading}</h2>" in page
+    assert f"{len(provenance)} keys in 8 shards" in page and "every key has exactly one final state" in page
+    thumbnails = re.findall(r'<img src="data:image/jpeg;base64,', page)
+    kept = page.split("<h2>Kept samples</h2>")[1].split("<h2>")[0]
+    assert kept.count("<figure>") == 24 and kept.count("data:image/jpeg") == 24
+    dropped = page.split("<h2>Dropped samples</h2>")[1].split("<h2>")[0]
+    for reason in ("blurry", "near-blank", "over-exposed", "too small", "duplicate (exact)", "decode corrupt"):
+        assert reason in dropped, reason
+    assert "(no preview: does not decode)" in dropped  # the corrupt ones are shown as such
+    assert len(thumbnails) > 24
+
+
+@pytest.mark.slow
+def test_cost_extrapolates_measured_cpu_and_assumed_gpu_figures(demo):
+    results = demo / "results"
+    cost = json.loads((results / "report" / "cost.json").read_text())
+    jobs = {job["job"]: job for job in cost["jobs"]}
+    for name in ("partition", "prepare", "dedup", "pack", "provenance"):
+        assert jobs[name]["source"] == "measured" and jobs[name]["cpu_core_hours"] > 0, name
+        m = jobs[name]["measured"]
+        assert jobs[name]["cpu_core_hours"] == pytest.approx(
+            m["cpu_s"] / m["images"] * jobs[name]["target_images"] / 3600)
+    assert jobs["prepare"]["measured"]["images"] == sum(
+        pq.read_metadata(p).num_rows for p in glob.glob(str(results / "fetch" / "*.parquet")))
+    # the demo runs its models on the CPU: GPU-hours come from the configured rates
+    assert jobs["caption"]["source"] == "assumed"
+    assert jobs["caption"]["gpu_hours"] == pytest.approx(100e6 / 18.5 / 3600)
+    packed = sorted(glob.glob(str(results / "packed" / "*" / "*.tar")))
+    images = sum(pq.read_metadata(p.replace(".tar", ".parquet")).num_rows for p in packed)
+    bpi = sum(Path(p).stat().st_size for p in packed) / images
+    assert cost["storage"]["packed_bytes_per_image"] == pytest.approx(bpi)
+    assert cost["storage"]["packed_tb"] == pytest.approx(bpi * 101.2e6 / 1e12)
+    egress = cost["egress_per_download"]
+    assert egress["nano"]["tb"] < egress["lite"]["tb"] < egress["full"]["tb"] == pytest.approx(
+        cost["storage"]["packed_tb"])
+    assert cost["totals"]["gpu_hours"] == pytest.approx(sum(j.get("gpu_hours", 0) for j in cost["jobs"]))
+
+
+@pytest.mark.slow
+def test_cost_uses_measured_gpu_rates_when_run_on_a_gpu(demo, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(demo / "results" / "benchmarks", results / "benchmarks")
+    shutil.copytree(demo / "results" / "captions", results / "captions")
+    config = demo_config(demo)
+    config["caption"]["device"] = "cuda:0"
+    caption = {job["job"]: job for job in estimate(results, config)["jobs"]}["caption"]
+    m = caption["measured"]
+    assert caption["source"] == "measured" and caption["images_per_gpu_s"] == pytest.approx(m["images"] / m["wall_s"])
+
+
+@pytest.mark.slow
+def test_status_lists_pending_blocks_from_the_files_on_disk(demo, tmp_path):
+    result = CliRunner().invoke(app, ["status", "--results", str(demo / "results"), "--config",
+                                      str(demo / "config.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert all(row["pending"] == [] for row in json.loads(result.output))
+    (tmp_path / "done" / "prepare").mkdir(parents=True)
+    (tmp_path / "done" / "prepare" / "00000-00003.json").write_text("{}")
+    result = CliRunner().invoke(app, ["status", "--results", str(tmp_path), "--config", str(demo / "config.yaml"),
+                                      "--json"])
+    rows = {row["job"]: row for row in json.loads(result.output)}
+    assert (rows["prepare"]["done"], rows["prepare"]["pending"]) == (1, ["00004-00007"])
+    assert rows["caption"]["pending"] == ["00000-00003", "00004-00007"] and rows["report"]["done"] == 0
+    assert rows["pack_heldout"]["pending"] == ["val/gpic_val_00000.tar", "test/gpic_test_00000.tar",
+                                               "test/gpic_test_00001.tar"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_report_renders_in_a_headless_browser(demo, tmp_path):
+    shot = tmp_path / "report.png"
+    run = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          "--window-size=1200,6000", f"--screenshot={shot}",
+                          (demo / "results" / "report" / "index.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    content = np.nonzero(pixels.std(axis=1) > 5)[0]
+    assert pixels.shape == (6000, 1200) and len(content) > 2000  # plots and thumbnails, not a blank page
+    assert content.max() > 4000  # laid out down to the cost table

@@ -1,0 +1,316 @@
+"""Partition and fetch: manifests in, one record per key out, whatever the rows contain."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+import time
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gpic.cli import app
+from gpic.stages.fetch import FetchError, check_host, fetch_shard, sniff
+from gpic.stages.partition import partition
+from gpic.store import read_table, read_tar
+
+from helpers import jpeg_bytes
+
+GOOD = dict(license="CC BY 4.0", license_url="", attribution="Jane Doe", title="t")
+
+
+def write_manifests(tmp_path, image_path):
+    url = image_path.as_uri()
+    csv_rows = [
+        dict(source="wikimedia", source_id="A", url=url, **GOOD),
+        dict(source="wikimedia", source_id="B", url="", **GOOD),
+        dict(source="wikimedia", source_id="C", url="ftp://x/y.jpg", **GOOD),
+        dict(source="wikimedia", source_id="", url=url, **GOOD),
+        dict(source="myspace", source_id="D", url=url, **GOOD),
+        dict(source="wikimedia", source_id="A", url=url, **GOOD),  # repeated key
+    ]
+    pd.DataFrame(csv_rows).to_csv(tmp_path / "a.csv", index=False)
+    jsonl = [
+        dict(source="flickr", source_id="1", url=url, license="Attribution-NonCommercial License",
+             license_url="", attribution="x", title="nc", camera="Nikon"),
+        dict(source="flickr", source_id="2", url=url, license="Attribution License", license_url="",
+             attribution="", title="no attribution"),
+        dict(source="flickr", source_id="3", url=(tmp_path / "missing.jpg").as_uri(), **GOOD),
+        dict(source="flickr", source_id="4", url=url, license="Public Domain Mark", license_url="",
+             attribution="", title="ok", width="abc"),
+    ]
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in jsonl))
+    return [str(tmp_path / "a.csv"), str(tmp_path / "b.jsonl")]
+
+
+def test_partition_keeps_every_row_with_a_reason(tmp_path, base_config, photos):
+    image = tmp_path / "img.jpg"
+    image.write_bytes(jpeg_bytes(photos["coffee"]))
+    summary = partition(write_manifests(tmp_path, image), base_config, tmp_path / "manifests")
+    assert summary["rows"] == 10 and summary["keys"] == 9 and summary["repeated_keys"] == 1
+    rows = pd.concat([read_table(tmp_path / "manifests" / f"{s:05d}.parquet") for s in range(4)])
+    assert len(rows) == 9 and sum(summary["per_shard"].values()) == 9
+    errors = dict(zip(rows["source_id"] + "@" + rows["source"], rows["contract_error"]))
+    assert errors["B@wikimedia"] == "manifest empty url"
+    assert errors["C@wikimedia"] == "manifest unsupported url scheme: ftp"
+    assert errors["@wikimedia"] == "manifest empty source_id"
+    assert errors["D@myspace"] == "manifest source not allowed: myspace"
+    assert errors["4@flickr"].startswith("manifest bad width")
+    assert errors["A@wikimedia"] == ""
+    assert json.loads(rows.set_index("source_id").loc["1", "extra"]) == {"camera": "Nikon"}
+    for shard in range(4):  # every key sits in the shard its key hashes to
+        part = read_table(tmp_path / "manifests" / f"{shard:05d}.parquet")
+        assert (part["shard"] == shard).all()
+
+
+def test_fetch_records_every_key(tmp_path, base_config, photos):
+    image = tmp_path / "img.jpg"
+    image.write_bytes(jpeg_bytes(photos["coffee"]))
+    partition(write_manifests(tmp_path, image), base_config, tmp_path / "manifests")
+    manifest = pd.concat([read_table(tmp_path / "manifests" / f"{s:05d}.parquet") for s in range(4)])
+    base_config["fetch"]["file_roots"] = [str(tmp_path)]
+    records = fetch_shard(manifest, base_config, tmp_path / "raw.tar", tmp_path / "fetch.parquet")
+    assert len(records) == len(manifest)
+    by_id = records.assign(sid=manifest["source_id"].to_numpy() + "@" + manifest["source"].to_numpy()).set_index("sid")
+    assert by_id.loc["A@wikimedia", "fetch_status"] == "ok"
+    assert by_id.loc["A@wikimedia", "content_type"] == "image/jpeg"
+    assert by_id.loc["1@flickr", "fetch_status"] == "dropped"
+    assert by_id.loc["1@flickr", "fetch_reason"].startswith("licence not allowed: CC-BY-NC-2.0")
+    assert by_id.loc["2@flickr", "fetch_reason"].startswith("licence attribution missing")
+    assert by_id.loc["3@flickr", "fetch_status"] == "failed"
+    assert by_id.loc["3@flickr", "fetch_reason"].startswith("no such file")
+    assert by_id.loc["B@wikimedia", "fetch_status"] == "skipped"
+    raw = read_tar(tmp_path / "raw.tar")
+    assert set(raw) == set(records.loc[records["fetch_status"] == "ok", "raw_member"])
+    assert all(raw[m] == image.read_bytes() for m in raw)
+
+
+def test_file_urls_outside_roots_are_refused(tmp_path, base_config, photos):
+    image = tmp_path / "img.jpg"
+    image.write_bytes(jpeg_bytes(photos["coffee"]))
+    partition(write_manifests(tmp_path, image), base_config, tmp_path / "manifests")
+    manifest = pd.concat([read_table(tmp_path / "manifests" / f"{s:05d}.parquet") for s in range(4)])
+    base_config["fetch"]["file_roots"] = [str(tmp_path / "elsewhere")]
+    records = fetch_shard(manifest, base_config, tmp_path / "raw.tar", tmp_path / "fetch.parquet")
+    ok_before = records[records["fetch_reason"].str.startswith("file outside file_roots")]
+    assert len(ok_before) >= 1 and (records["fetch_status"] != "ok").all()
+
+
+class FaultServer(http.server.BaseHTTPRequestHandler):
+    """Serves one fault per path; `hits` counts requests per path, `busy` the most requests
+    in flight at once."""
+
+    protocol_version = "HTTP/1.1"
+    image = b""
+    hits: dict[str, int] = {}
+    in_flight = busy = 0
+    lock = threading.Lock()
+    healed = False  # /down.jpg answers 503 until the test heals it
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        cls = FaultServer
+        with cls.lock:
+            cls.hits[self.path] = hit = cls.hits.get(self.path, 0) + 1
+            cls.in_flight += 1
+            cls.busy = max(cls.busy, cls.in_flight)
+        try:
+            self.serve(self.path, hit)
+        finally:
+            with cls.lock:
+                cls.in_flight -= 1
+
+    def serve(self, path, hit):
+        if path.startswith("/ok") or (path == "/flaky.jpg" and hit > 1) or (path == "/slow-ok.jpg"):
+            if path == "/slow-ok.jpg":
+                time.sleep(0.2)
+            self._send(200, self.image)
+        elif path == "/flaky.jpg":
+            self._send(500, b"busy")
+        elif path == "/limited.jpg":
+            self._send(429, b"slow down", {"Retry-After": "1"}) if hit == 1 else self._send(200, self.image)
+        elif path == "/limited-long.jpg":
+            self._send(429, b"slow down", {"Retry-After": "3600"})
+        elif path == "/down.jpg":
+            self._send(200, self.image) if FaultServer.healed else self._send(503, b"down")
+        elif path == "/noai.jpg":
+            self._send(200, self.image, {"X-Robots-Tag": "googlebot: noimageai, noarchive"})
+        elif path == "/html.jpg":
+            self._send(200, b"<!DOCTYPE html><html>not an image</html>", {"Content-Type": "image/jpeg"})
+        elif path == "/stall.jpg":  # headers, half the body, then nothing past the read timeout
+            self._send_head(200, len(self.image))
+            self.wfile.write(self.image[:1000])
+            self.wfile.flush()
+            time.sleep(1.5)
+        elif path == "/trickle.jpg":  # a byte at a time, each within the read timeout
+            self._send_head(200, 400)
+            for _ in range(400):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.01)
+        elif path == "/truncated.jpg":
+            self._send_head(200, len(self.image))
+            self.wfile.write(self.image[: len(self.image) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif path == "/huge.jpg":
+            self._send(200, self.image + bytes(200_000))
+        elif path == "/huge-chunked.jpg":  # no Content-Length: the cap must hold while reading
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(self.image + bytes(200_000))
+            self.close_connection = True
+        elif path.startswith("/loop"):
+            self._send(302, b"", {"Location": "/loop-again" if path == "/loop" else "/loop"})
+        elif path == "/to-file":
+            self._send(302, b"", {"Location": "file:///etc/passwd"})
+        elif path == "/moved":
+            self._send(301, b"", {"Location": "/ok-moved.jpg"})
+        else:
+            self._send(404, b"missing")
+
+    def _send_head(self, code, length, headers=None):
+        self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _send(self, code, body, headers=None):
+        self._send_head(code, len(body), headers)
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(photos):
+    FaultServer.image = jpeg_bytes(photos["astronaut"])
+    FaultServer.hits, FaultServer.busy, FaultServer.healed = {}, 0, False
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FaultServer)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def http_manifest(base: str, paths: list[str]) -> pd.DataFrame:
+    rows = [dict(key=f"{i:020x}", url=base + p, contract_error="", **GOOD) for i, p in enumerate(paths)]
+    return pd.DataFrame(rows)
+
+
+FAULTS = {  # path -> (status, reason prefix, retryable, attempts)
+    "/ok.jpg": ("ok", "", False, 1),
+    "/moved": ("ok", "", False, 1),
+    "/flaky.jpg": ("ok", "", False, 2),  # 500, then 200
+    "/limited.jpg": ("ok", "", False, 2),  # 429 with Retry-After: 1, then 200
+    "/limited-long.jpg": ("failed", "http error: 429 (Retry-After 3600 s is too long)", True, 1),
+    "/gone.jpg": ("failed", "http error: 404", False, 1),
+    "/down.jpg": ("failed", "http error: 503", True, 3),
+    "/noai.jpg": ("dropped", "opt-out: X-Robots-Tag noimageai", False, 1),
+    "/html.jpg": ("ok", "", False, 1),  # fetched: the filter drops it as not an image
+    "/stall.jpg": ("failed", "timeout: no data for 0.5 s", True, 3),
+    "/trickle.jpg": ("failed", "timeout: body not complete after 1.0 s", True, 3),
+    "/truncated.jpg": ("failed", "truncated body", True, 3),
+    "/huge.jpg": ("failed", "body too large: ", False, 1),
+    "/huge-chunked.jpg": ("failed", "body too large: over 150000 bytes", False, 1),
+    "/loop": ("failed", "too many redirects (over 3)", False, 1),
+    "/to-file": ("failed", "redirect to unsupported url scheme: file", False, 1),
+}
+
+
+def test_every_http_fault_ends_in_its_recorded_state_in_bounded_time(tmp_path, base_config, server):
+    manifest = http_manifest(server, list(FAULTS))
+    base_config["fetch"].update(allow_private_addresses=True, retries=2, timeout_s=0.5, deadline_s=1.0,
+                                backoff_s=0.05, max_backoff_s=2, max_bytes=150_000, max_redirects=3, workers=8)
+    started = time.monotonic()
+    records = fetch_shard(manifest, base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert time.monotonic() - started < 10
+    got = {path: (r.fetch_status, r.fetch_reason, r.retryable, r.attempts)
+           for path, r in zip(FAULTS, records.itertuples())}
+    for path, (status, reason, retryable, attempts) in FAULTS.items():
+        assert got[path][0] == status and got[path][1].startswith(reason), (path, got[path])
+        assert got[path][2:] == (retryable, attempts), (path, got[path])
+    ok = records[records["fetch_status"] == "ok"].set_index("key")
+    members = read_tar(tmp_path / "raw.tar")
+    assert sorted(members) == sorted(ok["raw_member"])
+    for _, row in ok.iterrows():
+        data = members[row["raw_member"]]
+        assert row["bytes"] == len(data) and row["sha256"] == hashlib.sha256(data).hexdigest()
+    html = records.iloc[list(FAULTS).index("/html.jpg")]
+    assert (html["content_type"], html["raw_member"][-5:]) == ("text/html", ".html")  # sniffed, not the header
+    assert set(records["http_status"].iloc[[5, 6]]) == {404, 503}
+
+
+def test_a_rerun_fetches_again_only_retryable_failures(tmp_path, base_config, server):
+    paths = ["/ok.jpg", "/ok2.jpg", "/down.jpg", "/gone.jpg", "/noai.jpg"]
+    base_config["fetch"].update(allow_private_addresses=True, retries=0)
+    args = (http_manifest(server, paths), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    first = fetch_shard(*args)
+    assert first["fetch_status"].tolist() == ["ok", "ok", "failed", "failed", "dropped"]
+    FaultServer.healed = True
+    second = fetch_shard(*args)
+    assert second["fetch_status"].tolist() == ["ok", "ok", "ok", "failed", "dropped"]
+    assert FaultServer.hits == {"/ok.jpg": 1, "/ok2.jpg": 1, "/down.jpg": 2, "/gone.jpg": 1, "/noai.jpg": 1}
+    assert len(read_tar(tmp_path / "raw.tar")) == 3
+    keep = ["key", "fetch_status", "sha256", "raw_member", "fetched_at"]
+    assert second.loc[[0, 1, 3, 4], keep].equals(first.loc[[0, 1, 3, 4], keep])
+
+
+def test_requests_to_one_host_are_limited(tmp_path, base_config, server):
+    base_config["fetch"].update(allow_private_addresses=True, workers=8, per_host=2)
+    records = fetch_shard(http_manifest(server, ["/slow-ok.jpg"] * 8), base_config, tmp_path / "raw.tar",
+                          tmp_path / "f.parquet")
+    assert (records["fetch_status"] == "ok").all()
+    assert FaultServer.busy == 2
+
+
+def test_user_agent_comes_from_config(tmp_path, base_config, server):
+    seen = []
+    original = FaultServer.serve
+    FaultServer.serve = lambda self, path, hit: (seen.append(self.headers["User-Agent"]), original(self, path, hit))
+    try:
+        base_config["fetch"].update(allow_private_addresses=True, user_agent="gpic-test/1 (ops@example.org)")
+        fetch_shard(http_manifest(server, ["/ok.jpg"]), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    finally:
+        FaultServer.serve = original
+    assert seen == ["gpic-test/1 (ops@example.org)"]
+
+
+def test_loopback_refused_unless_allowed(tmp_path, base_config, server):
+    records = fetch_shard(http_manifest(server, ["/ok.jpg"]), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["failed"]
+    assert records["fetch_reason"].iloc[0].startswith("non-public address: 127.0.0.1")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "localhost"])
+def test_private_addresses_are_refused(host):
+    with pytest.raises(FetchError, match="non-public address"):
+        check_host(host, allow_private=False)
+    check_host(host, allow_private=True)
+
+
+def test_sniff():
+    assert sniff(b"\x89PNG\r\n\x1a\nxxxx") == ("image/png", "png")
+    assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == ("image/webp", "webp")
+    assert sniff(b"  <html>") == ("text/html", "html")
+    assert sniff(b"\x00\x01") == ("application/octet-stream", "bin")
+
+
+def test_bench_fetch_runs_both_fetchers_on_the_same_urls():
+    from gpic.bench.fetch import find_img2dataset
+
+    try:
+        find_img2dataset(None)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))  # `make test` installs it first
+    result = CliRunner().invoke(app, ["bench", "fetch", "--images", "30", "--workers", "4"])
+    assert result.exit_code == 0, result.output
+    figures = dict(item.split("=") for item in result.output.strip().splitlines()[-1].split())
+    assert figures["ours_ok"] == figures["baseline_ok"] == "30"
+    assert float(figures["ratio"]) > 0

@@ -1,0 +1,177 @@
+"""The packed demo corpus as its consumers see it: tars and indexes, byte-identical rebuilds,
+`gpic verify` catching damage, the card loading in `datasets`, the tars in `webdataset`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+
+import datasets
+import pandas as pd
+import pytest
+import webdataset as wds
+import yaml
+from typer.testing import CliRunner
+
+from gpic.cli import app
+from gpic.review.verify import verify
+from gpic.stages.pack import ShardInputs, pack
+from gpic.stages.publish import published_files
+from gpic.store import read_table, read_tar, write_tar
+
+
+@pytest.mark.slow
+def test_packed_shards_indexes_and_card(demo, provenance):
+    packed = demo / "results" / "packed"
+    tars = {split: sorted((packed / split).glob("*.tar")) for split in ("train", "val", "test")}
+    assert [len(tars[s]) for s in ("train", "val", "test")] == [8, 1, 2]
+    total = 0
+    for tar_path in sum(tars.values(), []):
+        index = read_table(tar_path.with_suffix(".parquet"))
+        raw = tar_path.read_bytes()
+        with tarfile.open(tar_path) as tar:
+            names = tar.getnames()
+        assert names == sorted(names) and len(names) == 2 * len(index)
+        for row in index.itertuples():
+            record = json.loads(raw[row.json_offset: row.json_offset + row.json_size])
+            assert record["key"] == row.key and record["split"] in tar_path.name
+            assert set(record["captions"]) == {"label", "short", "medium", "long"}
+            assert record["license_id"] and record["attribution"] is not None
+            image = raw[row.image_offset: row.image_offset + row.image_size]
+            assert hashlib.sha256(image).hexdigest() == record["sha256"]
+        total += len(index)
+    assert total == (provenance["state"] == "packed").sum()
+    card = (packed / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert [c["config_name"] for c in header["configs"]] == ["nano", "lite", "full"]
+    for line in (packed / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ")
+        assert hashlib.sha256((packed / name).read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.slow
+def test_packing_is_byte_identical_on_rebuild(demo, tmp_path):
+    r = demo / "results"
+    inputs = [ShardInputs(*(str(r / d / f"00003.{e}") for d, e in (("manifests", "parquet"), ("fetch", "parquet"),
+                                                                   ("filter", "parquet"), ("captions", "parquet"),
+                                                                   ("raw", "tar"))))]
+    pack(inputs, "train", "full", tmp_path / "again.tar", tmp_path / "again.parquet")
+    assert (tmp_path / "again.tar").read_bytes() == (r / "packed" / "train" / "gpic_train_00003.tar").read_bytes()
+
+
+@pytest.fixture
+def results(demo, tmp_path):
+    """A private copy of the demo's results that a test may damage."""
+    out = tmp_path / "results"
+    for part in ("packed", "provenance", "manifests"):
+        shutil.copytree(demo / "results" / part, out / part)
+    return out
+
+
+@pytest.mark.slow
+def test_verify_passes_on_the_demo(demo):
+    assert verify(demo / "results") == []
+    run = CliRunner().invoke(app, ["verify", str(demo / "results")])
+    assert run.exit_code == 0 and "verified" in run.output
+
+
+@pytest.mark.slow
+def test_verify_catches_a_corrupted_byte(results):
+    tar = results / "packed" / "train" / "gpic_train_00002.tar"
+    index = read_table(tar.with_suffix(".parquet"))
+    blob = bytearray(tar.read_bytes())
+    blob[int(index["image_offset"].iloc[0]) + 100] ^= 0xFF
+    tar.write_bytes(bytes(blob))
+    problems = verify(results)
+    assert "train/gpic_train_00002.tar: sha256 differs from SHA256SUMS" in problems
+    assert (f"train/gpic_train_00002.tar: {index['image_member'].iloc[0]} bytes do not match "
+            "the sha256 in the index") in problems
+    run = CliRunner().invoke(app, ["verify", str(results)])
+    assert run.exit_code == 1 and "gpic_train_00002.tar" in run.output
+
+
+@pytest.mark.slow
+def test_verify_catches_a_deleted_member(results):
+    tar = results / "packed" / "val" / "gpic_val_00000.tar"
+    members = read_tar(tar)
+    gone = sorted(members)[0]
+    write_tar(tar, [(name, data) for name, data in members.items() if name != gone])
+    problems = verify(results)
+    assert f"val/gpic_val_00000.tar: member {gone} is in the index but not in the tar" in problems
+
+
+@pytest.mark.slow
+def test_verify_catches_a_key_packed_twice(results):
+    train = results / "packed" / "train"
+    key = read_table(train / "gpic_train_00001.parquet")["key"].iloc[0]
+    for ext in ("tar", "parquet"):
+        shutil.copy(train / f"gpic_train_00001.{ext}", train / f"gpic_train_00099.{ext}")
+    problems = verify(results)
+    assert f"key {key} is packed more than once: train/gpic_train_00001.tar, train/gpic_train_00099.tar" in problems
+    assert "train/gpic_train_00099.tar: not in SHA256SUMS" in problems
+
+
+@pytest.mark.slow
+def test_verify_catches_a_key_missing_from_provenance(results):
+    path = results / "provenance" / "00004.parquet"
+    table = read_table(path)
+    table.iloc[1:].to_parquet(path)
+    problems = verify(results)
+    assert any(p.startswith("provenance/00004:") for p in problems)
+
+
+@pytest.mark.slow
+def test_card_loads_with_datasets_and_round_trips(demo, tmp_path):
+    packed = demo / "results" / "packed"
+    indexes = {split: pd.concat([read_table(p) for p in sorted((packed / split).glob("*.parquet"))])
+               for split in ("train", "val", "test")}
+    for tier, train_shards in (("nano", 1), ("full", 8)):
+        ds = datasets.load_dataset(str(packed), tier, cache_dir=str(tmp_path / "cache"))
+        assert set(ds) == {"train", "validation", "test"}
+        train_index = indexes["train"][
+            indexes["train"]["tar"].isin([f"gpic_train_{i:05d}.tar" for i in range(train_shards)])]
+        assert len(ds["train"]) == len(train_index)
+        assert len(ds["validation"]) == len(indexes["val"]) and len(ds["test"]) == len(indexes["test"])
+    by_key = indexes["test"].set_index("key")
+    for sample in ds["test"]:
+        row = by_key.loc[sample["__key__"]]
+        image = sample["jpg"] if sample["jpg"] is not None else sample["png"]
+        assert image.size == (row["width"], row["height"])
+        assert sample["json"]["captions"]["long"] == row["long"] and sample["json"]["license"] == row["license"]
+
+
+@pytest.mark.slow
+def test_tars_stream_with_webdataset(demo):
+    packed = demo / "results" / "packed"
+    tars = sorted(str(p) for p in (packed / "val").glob("*.tar"))
+    index = read_table(packed / "val" / "gpic_val_00000.parquet").set_index("key")
+    seen = 0
+    for sample in wds.WebDataset(tars, shardshuffle=False).decode("pil"):
+        row = index.loc[sample["__key__"]]
+        image = sample.get("jpg") or sample.get("png")
+        assert image.size == (row["width"], row["height"])
+        assert sample["json"]["captions"]["short"] == row["short"]
+        seen += 1
+    assert seen == len(index)
+
+
+@pytest.mark.slow
+def test_publish_dry_run_lists_the_files_with_sizes(demo):
+    packed = demo / "results" / "packed"
+    files = published_files(packed)
+    names = {str(p.relative_to(packed)) for p in files}
+    assert {"README.md", "SHA256SUMS", "train/gpic_train_00000.tar", "test/gpic_test_00001.parquet"} <= names
+    assert len(names) == 2 + 2 * 11
+    run = CliRunner().invoke(app, ["publish", str(demo / "results"), "--dry-run"])
+    assert run.exit_code == 0, run.output
+    total = sum(p.stat().st_size for p in files)
+    assert f"{total:,}" in run.output and "gpic_val_00000.tar" in run.output
+
+
+@pytest.mark.slow
+def test_publish_refuses_a_damaged_corpus(results):
+    (results / "packed" / "SHA256SUMS").write_text("")
+    run = CliRunner().invoke(app, ["publish", str(results), "--repo-id", "org/gpic"])
+    assert run.exit_code == 1 and "refusing to publish" in run.output

@@ -1,0 +1,141 @@
+"""Identity functions and the licence gate."""
+
+import pytest
+
+from gpic.identity import make_key, shard_of, split_of
+from gpic.layout import block_names, block_shards, bucket_of, bucket_range
+from gpic.licenses import canonical, check
+
+ALLOW = ["CC0-1.0", "PDM-1.0", "public-domain", "CC-BY-[0-9]*"]
+
+
+def test_key_is_stable_and_depends_only_on_source_and_id():
+    assert make_key("flickr", "123") == make_key("flickr", "123")
+    assert make_key("flickr", "123") != make_key("wikimedia", "123")
+    # Golden values: changing the scheme re-keys every published record.
+    assert make_key("flickr", "123") == "c4c322a7fcbaef97a6fa"
+    assert shard_of("c4c322a7fcbaef97a6fa", 8000) == 3501
+    assert len(make_key("a", "b")) == 20 and all(c in "0123456789abcdef" for c in make_key("a", "b"))
+
+
+def test_shards_and_splits_are_balanced_pure_functions():
+    keys = [make_key("flickr", str(i)) for i in range(20000)]
+    shards = [shard_of(k, 8) for k in keys]
+    assert set(shards) == set(range(8))
+    assert max(shards.count(s) for s in range(8)) < 1.1 * 20000 / 8
+    splits = [split_of(k, 0.05, 0.1) for k in keys]
+    assert abs(splits.count("test") / 20000 - 0.1) < 0.01
+    assert abs(splits.count("val") / 20000 - 0.05) < 0.01
+    assert [shard_of(k, 8) for k in keys[:50]] == shards[:50]
+
+
+@pytest.mark.parametrize("n_shards,n_buckets", [(8, 1), (8, 2), (8000, 80), (7, 3), (3, 5)])
+def test_buckets_are_contiguous_ranges_covering_every_shard(n_shards, n_buckets):
+    ranges = [bucket_range(b, n_buckets, n_shards) for b in range(n_buckets)]
+    assert [s for r in ranges for s in r] == list(range(n_shards))
+    assert all(bucket_of(s, n_buckets, n_shards) == b for b, r in enumerate(ranges) for s in r)
+
+
+def test_blocks_cover_the_shards_in_order():
+    assert block_names(8, 4) == ["00000-00003", "00004-00007"]
+    assert block_names(7, 3) == ["00000-00002", "00003-00005", "00006-00006"]
+    assert [s for b in block_names(8000, 10) for s in block_shards(b)] == [f"{i:05d}" for i in range(8000)]
+
+
+# Every mapping the gate knows, as the sources write it: Flickr's API ids and names,
+# Commons' LicenseShortName / LicenseUrl values, and the forms that must stay unrecognised.
+LICENCES = [
+    # Flickr licence ids (flickr.photos.licenses.getInfo)
+    ("0", "", "all-rights-reserved"),
+    ("1", "", "CC-BY-NC-SA-2.0"),
+    ("2", "", "CC-BY-NC-2.0"),
+    ("3", "", "CC-BY-NC-ND-2.0"),
+    ("4", "", "CC-BY-2.0"),
+    ("5", "", "CC-BY-SA-2.0"),
+    ("6", "", "CC-BY-ND-2.0"),
+    ("7", "", "public-domain"),
+    ("8", "", "public-domain"),
+    ("9", "", "CC0-1.0"),
+    ("10", "", "PDM-1.0"),
+    ("11", "", "CC-BY-4.0"),
+    ("12", "", "CC-BY-SA-4.0"),
+    ("13", "", "CC-BY-ND-4.0"),
+    ("14", "", "CC-BY-NC-4.0"),
+    ("15", "", "CC-BY-NC-SA-4.0"),
+    ("16", "", "CC-BY-NC-ND-4.0"),
+    # Flickr licence names, with the URLs the API gives beside them
+    ("All Rights Reserved", "", "all-rights-reserved"),
+    ("Attribution License", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
+    ("Attribution License", "", "CC-BY-2.0"),
+    ("Attribution-ShareAlike License", "", "CC-BY-SA-2.0"),
+    ("Attribution-NoDerivs License", "", "CC-BY-ND-2.0"),
+    ("Attribution-NonCommercial License", "", "CC-BY-NC-2.0"),
+    ("Attribution-NonCommercial-ShareAlike License", "", "CC-BY-NC-SA-2.0"),
+    ("Attribution-NonCommercial-NoDerivs License", "", "CC-BY-NC-ND-2.0"),
+    ("No known copyright restrictions", "https://www.flickr.com/commons/usage/", "public-domain"),
+    ("No known copyright restrictions", "", "public-domain"),
+    ("United States Government Work", "http://www.usa.gov/copyright.shtml", "public-domain"),
+    ("United States Government Work", "https://www.usa.gov/government-works", "public-domain"),
+    ("Public Domain Dedication (CC0)", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    ("Public Domain Dedication (CC0)", "", "CC0-1.0"),
+    ("Public Domain Mark", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
+    ("Public Domain Mark", "", "PDM-1.0"),
+    ("Attribution 4.0 International", "", "CC-BY-4.0"),
+    ("Attribution-ShareAlike 4.0 International", "", "CC-BY-SA-4.0"),
+    ("Attribution-NonCommercial-NoDerivs 4.0 International", "", "CC-BY-NC-ND-4.0"),
+    # Wikimedia Commons LicenseShortName (extmetadata), with and without LicenseUrl
+    ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0", "CC-BY-SA-4.0"),
+    ("CC BY-SA 4.0", "", "CC-BY-SA-4.0"),
+    ("CC BY 4.0", "", "CC-BY-4.0"),
+    ("CC BY 3.0", "https://creativecommons.org/licenses/by/3.0", "CC-BY-3.0"),
+    ("CC BY 2.5", "", "CC-BY-2.5"),
+    ("CC BY-SA 3.0 de", "https://creativecommons.org/licenses/by-sa/3.0/de/deed.en", "CC-BY-SA-3.0-DE"),
+    ("CC BY 3.0 de", "", "CC-BY-3.0-DE"),
+    ("CC-BY-SA-3.0-migrated", "", "CC-BY-SA-3.0"),
+    ("CC BY-NC 2.0", "", "CC-BY-NC-2.0"),
+    ("cc-by-2.5", "", "CC-BY-2.5"),
+    ("CC0", "http://creativecommons.org/publicdomain/zero/1.0/deed.en", "CC0-1.0"),
+    ("CC0", "", "CC0-1.0"),
+    ("CC0 1.0", "", "CC0-1.0"),
+    ("CC PDM 1.0", "", "PDM-1.0"),
+    ("Public domain", "", "public-domain"),
+    ("PD-US", "", "public-domain"),
+    ("PD-old-70", "", "public-domain"),
+    ("PD_USGov_NASA", "", "public-domain"),
+    ("No restrictions", "https://commons.wikimedia.org/wiki/Template:No_restrictions", "public-domain"),
+    ("", "https://commons.wikimedia.org/wiki/Template:PD-USGov-NASA", "public-domain"),
+    ("GFDL", "http://www.gnu.org/copyleft/fdl.html", "GFDL-1.2-or-later"),
+    ("GFDL", "", "GFDL-1.2-or-later"),
+    # URLs decide over text
+    ("", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
+    ("whatever", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    ("", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
+    ("CC BY 4.0", "https://creativecommons.org/licenses/by-nc/4.0/", "CC-BY-NC-4.0"),
+    # unrecognised
+    ("", "", None),
+    ("Copyrighted free use", "", None),
+    ("CC BY-SA 2.5,2.0,1.0", "", None),
+    ("17", "", None),
+    ("cc by 4.0 and more", "", None),
+]
+
+
+@pytest.mark.parametrize("text,url,expected", LICENCES)
+def test_licence_normalisation(text, url, expected):
+    assert canonical(text, url) == expected
+
+
+def test_licence_gate_reasons():
+    assert check("CC BY 4.0", "", "Jane Doe", ALLOW).ok
+    assert check("CC0", "", "", ALLOW).ok  # no attribution needed
+    nc = check("Attribution-NonCommercial License", "", "x", ALLOW)
+    assert not nc.ok and nc.reason.startswith("licence not allowed: CC-BY-NC-2.0")
+    assert not check("CC BY-SA 4.0", "", "x", ALLOW).ok
+    assert check("CC BY-SA 4.0", "", "x", ALLOW + ["CC-BY-SA-*"]).ok  # share-alike is an opt-in
+    missing = check("CC BY 2.0", "", "  ", ALLOW)
+    assert not missing.ok and missing.reason.startswith("licence attribution missing")
+    reserved = check("All Rights Reserved", "", "x", ALLOW)
+    assert reserved.reason == "licence not allowed: all-rights-reserved (All Rights Reserved)"
+    unknown = check("Copyrighted free use", "", "x", ALLOW)
+    assert unknown.reason == "licence unrecognised: Copyrighted free use"
+    assert not check("GFDL", "", "x", ALLOW).ok and not check("13", "", "x", ALLOW).ok  # ND
