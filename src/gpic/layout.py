@@ -149,3 +149,6 @@ class ShardFiles:
 
     def packed(self, split: str, number: str) -> tuple[Path, Path]:
         return self.layout.packed(split, number, "tar"), self.layout.packed(split, number, "parquet")
+
+
+RESULTS_LAYOUT = Layout()  # the default results folder of the workflow and the commands

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from gpic.contracts import LEVELS
+from gpic.layout import RESULTS_LAYOUT
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def tier_shards(card: str, tier: str, split: str = "train") -> list[str]:
     return resolve_shards([f"{root}/{p}" for p in ([paths] if isinstance(paths, str) else paths)])
 
 
-def resolve_shards(shards: str | Path | list[str | Path], card: str = "results/packed",
+def resolve_shards(shards: str | Path | list[str | Path], card: str = str(RESULTS_LAYOUT.packed_root),
                    split: str = "train") -> list[str]:
     """Shard URLs from tar paths or URLs, folders (their *.tar), globs, or a tier name looked up
     in the dataset card `card`. Local tars are checked up front so a typo fails before training;
@@ -233,7 +234,7 @@ class PackedDataset(IterableDataset):
 
     def __init__(self, shards: str | Path | list[str | Path], *, size: int | tuple[int, int] = 256,
                  caption: str | dict[str, float] = "long", seed: int = 0, shuffle_buffer: int = 1000,
-                 rank: int | None = None, world_size: int | None = None, card: str = "results/packed",
+                 rank: int | None = None, world_size: int | None = None, card: str = str(RESULTS_LAYOUT.packed_root),
                  split: str = "train"):
         self.shards = resolve_shards(shards, card, split)
         if not self.shards:

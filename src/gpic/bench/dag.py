@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from gpic.bench import REPO
-from gpic.layout import block_names
+from gpic.identity import shard_name
+from gpic.layout import Layout, block_names
 
 
 def _dag_config(work: Path, shards: int, per_job: int) -> Path:
@@ -32,17 +33,16 @@ def _dag_config(work: Path, shards: int, per_job: int) -> Path:
 def _build_everything(work: Path, shards: int, per_job: int, val_shards: int, test_shards: int) -> list[Path]:
     """Empty files standing for every output of a finished run, older stages older, and
     Snakemake's metadata for them; returns the caption stamps (the last per-block GPU outputs)."""
-    blocks = block_names(shards, per_job)
-    stages = [["results/manifests/partition.json"],
-              *([f"results/done/{stage}/{b}.json" for b in blocks] for stage in ("prepare", "assess")),
-              ["results/dedup/decisions.parquet", *(f"results/dedup/blocks/{b}.json" for b in blocks)],
-              [f"results/done/caption/{b}.json" for b in blocks],
-              [f"results/packed/{split}/gpic_{split}_{i:05d}.{ext}"
+    blocks, r = block_names(shards, per_job), Layout()
+    stages = [[r.partition],
+              *([r.stamp(job, b) for b in blocks] for job in ("prepare", "assess")),
+              [r.decisions, *(r.block_digest(b) for b in blocks)],
+              [r.stamp("caption", b) for b in blocks],
+              [r.packed(split, shard_name(i), ext)
                for split, n in (("val", val_shards), ("test", test_shards))
                for i in range(n) for ext in ("tar", "parquet")],
-              [f"results/done/provenance/{b}.json" for b in blocks]
-              + ["results/packed/README.md", "results/packed/SHA256SUMS", "results/eval/fd_dinov2_test.npz"],
-              ["results/report/index.html", "results/report/cost.json"]]
+              [r.stamp("provenance", b) for b in blocks] + [r.card, r.checksums, r.reference],
+              [r.report, r.cost]]
     now = time.time() - 3600
     os.utime(work / "source.csv", (now - 60, now - 60))
     for age, names in enumerate(stages):

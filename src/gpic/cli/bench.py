@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from gpic.cli.common import bench_app, console
+from gpic.layout import RESULTS_LAYOUT
 
 
 @bench_app.command("fd")
@@ -68,7 +69,7 @@ def bench_loader(shards: list[str] = typer.Argument(None, help="Tar paths, URLs 
     from gpic.bench import figures_line
     from gpic.bench.loader import bench_loader as run
 
-    figures = run(shards or ["results/packed/train"], workers, synthetic, size, batch_size, repeat)
+    figures = run(shards or [str(RESULTS_LAYOUT.packed_root / "train")], workers, synthetic, size, batch_size, repeat)
     console.print(f"{figures['images']} images in {figures['shards']} shards at {size}x{size}, one core: ours "
                   f"{figures['ours_images_per_s']:.0f}/s, webdataset {figures['baseline_images_per_s']:.0f}/s; "
                   f"{workers} workers: ours {figures['ours_workers_images_per_s']:.0f}/s, "

@@ -8,11 +8,11 @@ import typer
 from rich.table import Table
 
 from gpic.cli.common import app, console
-from gpic.layout import Layout
+from gpic.layout import RESULTS_LAYOUT, Layout
 
 
 @app.command()
-def verify(results: Path = typer.Argument(Path("results"))) -> None:
+def verify(results: Path = typer.Argument(RESULTS_LAYOUT.root)) -> None:
     """Check a results folder: tars against SHA256SUMS, each index against its tar, no key
     packed twice, every key of every shard in exactly one final state. Exit 1 naming problems."""
     from gpic.review.verify import verify as check
@@ -27,7 +27,7 @@ def verify(results: Path = typer.Argument(Path("results"))) -> None:
 
 
 @app.command()
-def publish(results: Path = typer.Argument(Path("results")),
+def publish(results: Path = typer.Argument(RESULTS_LAYOUT.root),
             repo_id: str = typer.Option("", help="Hub dataset repo, e.g. org/gpic."),
             dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded, with sizes."),
             public: bool = typer.Option(False, "--public", help="Create the repo public (default private).")) -> None:
@@ -58,7 +58,7 @@ def publish(results: Path = typer.Argument(Path("results")),
 
 
 @app.command()
-def cost(results: Path = Path("results"), config: Path = Path("config.yaml"),
+def cost(results: Path = RESULTS_LAYOUT.root, config: Path = Path("config.yaml"),
          out: Path = typer.Option(None, help="Also write the figures as JSON here.")) -> None:
     """CPU core-hours, GPU-hours, wall time, money, storage and egress at the target scale of
     config `cost:`, from this run's benchmark files; says which figures are measured and which
@@ -87,8 +87,8 @@ def cost(results: Path = Path("results"), config: Path = Path("config.yaml"),
 
 
 @app.command("report")
-def report_command(results: Path = Path("results"), config: Path = Path("config.yaml"),
-                   out: Path = Path("results/report/index.html")) -> None:
+def report_command(results: Path = RESULTS_LAYOUT.root, config: Path = Path("config.yaml"),
+                   out: Path = RESULTS_LAYOUT.report) -> None:
     """Write the run report (one self-contained HTML page) from a finished run."""
     from gpic.config import load_config
     from gpic.review.report import write_report
@@ -98,7 +98,7 @@ def report_command(results: Path = Path("results"), config: Path = Path("config.
 
 @app.command("fd")
 def fd_command(samples: Path = typer.Argument(..., help="A folder of images, a tar shard or an .npz of statistics."),
-               ref: Path = typer.Option(Path("results/eval/fd_dinov2_test.npz"), help="Reference statistics (.npz)."),
+               ref: Path = typer.Option(RESULTS_LAYOUT.reference, help="Reference statistics (.npz)."),
                model: Path | None = typer.Option(None, help="DINOv2 folder; needed unless SAMPLES is an .npz."),
                out: Path | None = typer.Option(None, help="Write the result and its inputs' sha256 here (JSON)."),
                device: str = "cpu", batch_size: int = 32,

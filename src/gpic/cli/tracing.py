@@ -9,10 +9,11 @@ import typer
 from rich.table import Table
 
 from gpic.cli.common import app, console
+from gpic.layout import RESULTS_LAYOUT
 
 
 @app.command()
-def lineage(key: str, results: Path = Path("results"), as_json: bool = typer.Option(False, "--json")) -> None:
+def lineage(key: str, results: Path = RESULTS_LAYOUT.root, as_json: bool = typer.Option(False, "--json")) -> None:
     """Print everything recorded about one image: source, licence, fetch, scores, verdicts,
     dedup cluster, captions and the tar it was packed into (or why it was dropped)."""
     from gpic.stages.provenance import lineage as trace
@@ -39,7 +40,7 @@ def lineage(key: str, results: Path = Path("results"), as_json: bool = typer.Opt
 
 
 @app.command()
-def summary(results: Path = Path("results"), as_json: bool = typer.Option(False, "--json")) -> None:
+def summary(results: Path = RESULTS_LAYOUT.root, as_json: bool = typer.Option(False, "--json")) -> None:
     """Final states per shard and per stage/reason; fails if any shard's counts do not add up."""
     from gpic.stages.provenance import summarise
 
@@ -63,7 +64,7 @@ def summary(results: Path = Path("results"), as_json: bool = typer.Option(False,
 @app.command()
 def dropped(reason: str = typer.Option("", help="Text the drop reason contains (any case); empty lists all."),
             shard: str | None = typer.Option(None, help="Only this shard, e.g. 00003."),
-            results: Path = Path("results"),
+            results: Path = RESULTS_LAYOUT.root,
             sheet: Path | None = typer.Option(None, help="Also draw a contact sheet of the images (.jpg or .png)."),
             limit: int = typer.Option(120, help="Most images on the contact sheet.")) -> None:
     """List dropped keys (key, shard, stage, reason; tab-separated) for human review; their
@@ -86,7 +87,7 @@ def dropped(reason: str = typer.Option("", help="Text the drop reason contains (
 
 
 @app.command()
-def status(results: Path = Path("results"), config: Path = Path("config.yaml"),
+def status(results: Path = RESULTS_LAYOUT.root, config: Path = Path("config.yaml"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Per job: how many blocks (shards_per_job shards each) or files are done and which are
     pending, from what is on disk. `snakemake -n` also knows what is stale."""
