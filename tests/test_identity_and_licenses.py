@@ -106,11 +106,36 @@ LICENCES = [
     ("", "https://commons.wikimedia.org/wiki/Template:PD-USGov-NASA", "public-domain"),
     ("GFDL", "http://www.gnu.org/copyleft/fdl.html", "GFDL-1.2-or-later"),
     ("GFDL", "", "GFDL-1.2-or-later"),
-    # URLs decide over text
+    # one side empty: the other decides
     ("", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
-    ("whatever", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
     ("", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
-    ("CC BY 4.0", "https://creativecommons.org/licenses/by-nc/4.0/", "CC-BY-NC-4.0"),
+    # text and URL agree when one leaves out what the other states
+    ("CC BY-SA", "https://creativecommons.org/licenses/by-sa/3.0/", "CC-BY-SA-3.0"),
+    ("CC BY-SA 3.0", "https://creativecommons.org/licenses/by-sa/3.0/de/", "CC-BY-SA-3.0-DE"),
+    ("Public domain", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
+    ("Public domain", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    # SPDX ids and the long names sources print
+    ("CC0-1.0", "", "CC0-1.0"),
+    ("PDM-1.0", "", "PDM-1.0"),
+    ("GFDL-1.2-or-later", "", "GFDL-1.2-or-later"),
+    ("CC-BY-SA-3.0-DE", "", "CC-BY-SA-3.0-DE"),
+    ("Creative Commons Attribution 4.0 International", "", "CC-BY-4.0"),
+    ("Creative Commons Attribution 4.0 International License", "", "CC-BY-4.0"),
+    ("Attribution 4.0 International (CC BY 4.0)", "", "CC-BY-4.0"),
+    ("Attribution 4.0 International License (CC BY 4.0)", "", "CC-BY-4.0"),
+    ("CC BY 4.0 International", "", "CC-BY-4.0"),
+    ("CC BY 4.0 International License", "", "CC-BY-4.0"),
+    ("Creative Commons Attribution-ShareAlike 3.0 Unported", "", "CC-BY-SA-3.0"),
+    ("Creative Commons Attribution-Share Alike 4.0 International License", "", "CC-BY-SA-4.0"),
+    ("Attribution-NonCommercial 2.0 Generic (CC BY-NC 2.0)", "", "CC-BY-NC-2.0"),
+    ("Creative Commons Attribution-NoDerivatives 4.0 International", "", "CC-BY-ND-4.0"),
+    # text and URL disagree, or one of them cannot be read: a conflict, never the permissive side
+    ("whatever", "https://creativecommons.org/publicdomain/zero/1.0/", None),
+    ("CC BY 4.0", "https://creativecommons.org/licenses/by-nc/4.0/", None),
+    ("CC BY-NC 2.0", "https://creativecommons.org/licenses/by/2.0/", None),
+    ("CC BY 3.0", "https://creativecommons.org/licenses/by/2.0/", None),
+    ("CC BY 3.0 de", "https://creativecommons.org/licenses/by/3.0/at/", None),
+    ("Attribution 4.0 International (CC BY-NC 4.0)", "", None),
     # unrecognised
     ("", "", None),
     ("Copyrighted free use", "", None),
@@ -123,6 +148,54 @@ LICENCES = [
 @pytest.mark.parametrize("text,url,expected", LICENCES)
 def test_licence_normalisation(text, url, expected):
     assert canonical(text, url) == expected
+
+
+# What sources send beside a CC BY 2.0 URL: the text must not be overruled by it.
+CONFLICTS = [
+    ("CC BY-NC 2.0", "text CC-BY-NC-2.0, url CC-BY-2.0"),
+    ("CC BY-ND 4.0", "text CC-BY-ND-4.0, url CC-BY-2.0"),
+    ("All Rights Reserved", "text all-rights-reserved, url CC-BY-2.0"),
+    ("Attribution-NonCommercial License", "text CC-BY-NC-2.0, url CC-BY-2.0"),
+    ("Some rights reserved", "text 'Some rights reserved' (unrecognised), url CC-BY-2.0"),
+]
+
+
+@pytest.mark.parametrize("text,shown", CONFLICTS)
+def test_licence_conflict_is_dropped_with_both_sides(text, shown):
+    verdict = check(text, "https://creativecommons.org/licenses/by/2.0/", "Jane Doe", ALLOW)
+    assert not verdict.ok and verdict.license_id == ""
+    assert verdict.reason == f"licence conflict: {shown}"
+
+
+def test_licence_one_side_empty_stands_on_the_other():
+    assert check("", "https://creativecommons.org/licenses/by/2.0/", "Jane Doe", ALLOW).license_id == "CC-BY-2.0"
+    assert check("CC BY 2.0", "", "Jane Doe", ALLOW).license_id == "CC-BY-2.0"
+    assert check("  ", "https://creativecommons.org/licenses/by/2.0/", "Jane Doe", ALLOW).ok
+    odd_url = check("CC BY 2.0", "https://example.org/terms", "Jane Doe", ALLOW)
+    assert odd_url.reason == "licence conflict: text CC-BY-2.0, url 'https://example.org/terms' (unrecognised)"
+
+
+def every_canonical_id() -> list[str]:
+    """Every id the normaliser can emit: the table's values and every CC combination it builds."""
+    from gpic.licenses import FLICKR_IDS, NAMES
+
+    cc = [f"CC-BY{e}-{v}{p}" for e in ("", "-SA", "-ND", "-NC", "-NC-SA", "-NC-ND")
+          for v in ("1.0", "2.0", "2.5", "3.0", "4.0") for p in ("", "-DE", "-FR")]
+    return sorted({*FLICKR_IDS.values(), *NAMES.values(), *cc})
+
+
+def test_canonical_ids_map_to_themselves():
+    ids = every_canonical_id()
+    assert {"CC0-1.0", "PDM-1.0", "public-domain", "GFDL-1.2-or-later", "all-rights-reserved"} <= set(ids)
+    assert [i for i in ids if canonical(i) != i] == []
+    assert [i for i in ids if canonical(i.lower()) != i] == []
+
+
+@pytest.mark.parametrize("text,url,expected", LICENCES)
+def test_canonical_is_idempotent(text, url, expected):
+    once = canonical(text, url)
+    assert once is None or canonical(once) == once
+    assert once is None or canonical(once, url) == once  # re-read beside the URL it came with
 
 
 def test_licence_gate_reasons():
@@ -138,4 +211,5 @@ def test_licence_gate_reasons():
     assert reserved.reason == "licence not allowed: all-rights-reserved (All Rights Reserved)"
     unknown = check("Copyrighted free use", "", "x", ALLOW)
     assert unknown.reason == "licence unrecognised: Copyrighted free use"
+    assert check("", "", "x", ALLOW).reason == "licence unrecognised: (empty)"
     assert not check("GFDL", "", "x", ALLOW).ok and not check("13", "", "x", ALLOW).ok  # ND

@@ -54,26 +54,37 @@ NAMES = {
     "cc pdm 1.0": "PDM-1.0",
     "gfdl": "GFDL-1.2-or-later",  # Commons' {{GFDL}}: version 1.2 or any later
 }
+# Every canonical id reads as itself (a manifest written with SPDX ids, ours or another tool's).
+NAMES |= {license_id.lower(): license_id for license_id in (*FLICKR_IDS.values(), *NAMES.values())
+          if not license_id.startswith("CC-BY")}
 CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d))?(?:[ -]([a-z]{2}))?(?:[ -]migrated)?$")
-ATTRIBUTION_TEXT = re.compile(r"^attribution(?:-(noncommercial|sharealike|noderivs))*[ -](\d\.\d)(?: international)?$")
+ATTRIBUTION_TEXT = re.compile(r"^attribution((?:-(?:noncommercial|sharealike|noderivs))*)[ -](\d\.\d)$")
 CC_URL = re.compile(r"creativecommons\.org/licenses/(by(?:-(?:nc|nd|sa))*)/(\d\.\d)(?:/([a-z]{2})(?=/|$))?")
 CC0_URL = re.compile(r"creativecommons\.org/publicdomain/zero/(\d\.\d)")
 PDM_URL = re.compile(r"creativecommons\.org/publicdomain/mark/(\d\.\d)")
 COMMONS_PD_URL = re.compile(r"commons\.wikimedia\.org/wiki/template:(pd-|no_restrictions)")
-FLICKR_URL = re.compile(r"flickr\.com/commons/usage|usa\.gov/government-works")
+FLICKR_URL = re.compile(r"flickr\.com/commons/usage|usa\.gov/(government-works|copyright)")
 GFDL_URL = re.compile(r"gnu\.org/(?:licenses|copyleft)/fdl")
 NEEDS_ATTRIBUTION = re.compile(r"^CC-BY")
 ELEMENTS = {"noncommercial": "NC", "sharealike": "SA", "noderivs": "ND"}
+# Spellings of the licence elements in long names, and the words around a name that say nothing.
+SPELLINGS = [(re.compile(r"share[ -]alike"), "sharealike"), (re.compile(r"non[ -]commercial"), "noncommercial"),
+             (re.compile(r"no[ -]?deriv(?:ative)?s"), "noderivs")]
+NOISE = re.compile(r"^creative commons |(?: (?:international|generic|unported))?(?: licen[cs]e)?$")
+PARENTHESIS = re.compile(r"^(.*?)\s*\(([^()]*)\)$")
+UNVERSIONED = "?"  # the version a text left out ("CC BY-SA"): any version the URL names
+DEFAULT_VERSION = "4.0"  # ... or this one when there is no URL
+PUBLIC_DOMAIN = {"public-domain", "PDM-1.0", "CC0-1.0"}  # a generic "public domain" text fits any of these URLs
 
 
-def _cc(elements: str, version: str, port: str | None) -> str:
+def _cc(elements: str, version: str | None, port: str | None) -> str:
     parts = re.split(r"[ -]", elements.upper())
-    return "-".join(["CC", *parts, version] + ([port.upper()] if port else []))
+    return "-".join(["CC", *parts, version or UNVERSIONED] + ([port.upper()] if port else []))
 
 
-def canonical(license_text: str, license_url: str = "") -> str | None:
-    """Canonical id of a licence, or None when it is not recognised. The URL, when it names
-    a licence, decides: it is less ambiguous than the free text."""
+def from_url(license_url: str) -> str | None:
+    """The licence a URL names (CC deeds, CC0, the PD Mark, Commons' PD templates, Flickr's and
+    the US government's public-domain pages, the GFDL), or None."""
     url = license_url.strip().lower()
     if m := CC_URL.search(url):
         return _cc(m.group(1), m.group(2), m.group(3))
@@ -85,19 +96,89 @@ def canonical(license_text: str, license_url: str = "") -> str | None:
         return "public-domain"
     if GFDL_URL.search(url):
         return "GFDL-1.2-or-later"
-    text = " ".join(license_text.strip().lower().replace("_", " ").split())
+    return None
+
+
+def _from_name(text: str) -> str | None:
     if text in FLICKR_IDS:
         return FLICKR_IDS[text]
     if text in NAMES:
         return NAMES[text]
     if text.startswith(("pd-", "pd ")):  # Commons templates: PD-US, PD-old-70, PD-self, ...
         return "public-domain"
+    for spelling, word in SPELLINGS:
+        text = spelling.sub(word, text)
+    text = NOISE.sub("", text)  # "Creative Commons Attribution 4.0 International License"
+    if text in NAMES:
+        return NAMES[text]
     if m := CC_TEXT.match(text):
-        return _cc(m.group(1), m.group(2) or "4.0", m.group(3))
+        return _cc(m.group(1), m.group(2), m.group(3))
     if m := ATTRIBUTION_TEXT.match(text):  # Flickr's 4.0 names: "Attribution-ShareAlike 4.0 International"
-        elements = [ELEMENTS[e] for e in re.findall(r"-(noncommercial|sharealike|noderivs)", text)]
+        elements = [ELEMENTS[e] for e in re.findall(r"-(noncommercial|sharealike|noderivs)", m.group(1))]
         return "-".join(["CC", "BY", *elements, m.group(2)])
     return None
+
+
+def from_text(license_text: str) -> str | None:
+    """The licence a free-text name gives (Flickr's ids and names, Commons' LicenseShortName,
+    SPDX ids, the long names sources print), or None. A CC name without a version gets "?"
+    for it. "Attribution 4.0 International (CC BY 4.0)" is read on both sides of the
+    parenthesis, which must agree."""
+    text = " ".join(license_text.strip().lower().replace("_", " ").split())
+    if (found := _from_name(text)) or not (m := PARENTHESIS.match(text)):
+        return found
+    outer, inner = _from_name(m.group(1)), _from_name(m.group(2))
+    return _agree(outer, inner) if outer and inner else None
+
+
+def _base(license_id: str) -> tuple[str, str, str | None]:
+    """(elements, version, port) of a CC id; (id, '', None) for others."""
+    if m := re.match(r"^(CC-BY(?:-(?:NC|ND|SA))*)-(\d\.\d|\?)(?:-([A-Z]{2}))?$", license_id):
+        return m.group(1), m.group(2), m.group(3)
+    return license_id, "", None
+
+
+def _agree(a: str, b: str) -> str | None:
+    """The one licence two readings name, or None when they differ. A reading may leave out
+    what the other states (a CC version or port) or say "public domain" where the other names
+    CC0 or the PD Mark; the more specific one is the licence."""
+    if a == b:
+        return a
+    if "public-domain" in (a, b) and {a, b} <= PUBLIC_DOMAIN:
+        return b if a == "public-domain" else a
+    (ea, va, pa), (eb, vb, pb) = _base(a), _base(b)
+    if ea != eb or not (va and vb) or (UNVERSIONED not in (va, vb) and va != vb) or (pa and pb and pa != pb):
+        return None
+    version = vb if va == UNVERSIONED else va
+    return "-".join([ea, version] + ([pa or pb] if pa or pb else []))
+
+
+def _specific(license_id: str | None) -> str | None:
+    return license_id.replace(f"-{UNVERSIONED}", f"-{DEFAULT_VERSION}") if license_id else None
+
+
+def resolve(license_text: str, license_url: str = "") -> tuple[str | None, str]:
+    """(canonical id or None, reason when None). Text and URL must name the same licence:
+    when both are given and they differ, or one of them cannot be read, the record is a
+    conflict and never takes the permissive side. One that is empty leaves the other to decide."""
+    text, url = license_text.strip(), license_url.strip()
+    by_text, by_url = from_text(text) if text else None, from_url(url) if url else None
+    if text and url:
+        if by_text and by_url and (agreed := _agree(by_text, by_url)):
+            return _specific(agreed), ""
+        shown_text = by_text or f"{text[:80]!r} (unrecognised)"
+        shown_url = by_url or f"{url[:120]!r} (unrecognised)"
+        if by_text and by_url:
+            shown_text, shown_url = _specific(by_text), _specific(by_url)
+        return None, f"licence conflict: text {shown_text}, url {shown_url}"
+    if found := by_text or by_url:
+        return _specific(found), ""
+    return None, f"licence unrecognised: {(text or url or '(empty)')[:120]}"
+
+
+def canonical(license_text: str, license_url: str = "") -> str | None:
+    """Canonical id of a licence, or None when it is not recognised or text and URL conflict."""
+    return resolve(license_text, license_url)[0]
 
 
 @dataclass(frozen=True)
@@ -110,10 +191,10 @@ class Verdict:
 def check(license_text: str, license_url: str, attribution: str, allow: list[str]) -> Verdict:
     """Is this record's licence on the allowlist, with attribution where the licence needs it?
     Reasons keep the raw licence string, so a drop can be audited against the source."""
-    license_id = canonical(license_text, license_url)
+    license_id, reason = resolve(license_text, license_url)
     shown = (license_text or license_url or "(empty)")[:120]
     if license_id is None:
-        return Verdict(False, "", f"licence unrecognised: {shown}")
+        return Verdict(False, "", reason)
     if not any(fnmatchcase(license_id, pattern) for pattern in allow):
         return Verdict(False, license_id, f"licence not allowed: {license_id} ({shown})")
     if NEEDS_ATTRIBUTION.match(license_id) and not attribution.strip():
