@@ -13,12 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from gpic.bench.dedup import chains
 from gpic.cli import app
 from gpic.config import validate_config
 from gpic.inference.copy_detector import CopyDetector
-from gpic.stages.dedup import cluster, dedup_corpus, descriptor_pairs, phash_pairs
+from gpic.stages.dedup import KEPT, cluster, dedup_corpus, descriptor_pairs, keep, keep_decisions, phash_pairs
 from gpic.stages.embed import read_descriptors
 from gpic.store import read_table, write_table
 
@@ -71,7 +74,7 @@ def test_layers_clusters_and_keep_policy(photos):
     out = cluster(table(photos), CFG).set_index("key")
     assert out.loc["k1", "kept"] and not out.loc["k0", "kept"]
     assert out.loc["k0", "duplicate_of"] == "k1" and out.loc["k0", "dedup_layer"] == "exact"
-    assert out.loc["k0", "similarity"] == 1.0 and out.loc["k0", "linked_to"] == "k1"
+    assert out.loc["k0", "similarity"] == 1.0
     assert out.loc["k2", "kept"] and out.loc["k3", "duplicate_of"] == "k2"
     assert out.loc["k3", "dedup_layer"] == "phash"
     assert out.loc["k5", "kept"] and out.loc["k4", "duplicate_of"] == "k5"
@@ -79,7 +82,7 @@ def test_layers_clusters_and_keep_policy(photos):
     assert out["cluster_size"].tolist() == [2, 2, 2, 2, 2, 2]
     assert out["kept"].sum() == 3
     kept = out[out["kept"]]
-    assert (kept[["duplicate_of", "linked_to", "dedup_layer"]] == "").all().all() and kept["similarity"].isna().all()
+    assert (kept[["duplicate_of", "dedup_layer"]] == "").all().all() and kept["similarity"].isna().all()
 
 
 def test_thresholds_are_respected(photos):
@@ -94,19 +97,75 @@ def test_decisions_are_deterministic(photos):
     pd.testing.assert_frame_equal(cluster(t, CFG), cluster(shuffled, CFG))
 
 
-def test_a_chain_removes_to_one_kept_key_and_names_the_link():
-    """a - b by phash, b - c by descriptor only: one cluster; c records the kept key a and
-    the link (to b) that put it there."""
-    rng = np.random.default_rng(1)
-    d = unit(rng, 3)
-    d[2] = near(rng, d[1:2], 0.95)[0]
-    t = pd.DataFrame({"key": ["a", "b", "c"], "shard": "00000", "split": ["test", "train", "train"],
-                      "sha256": ["1", "2", "3"], "phash": ["0000000000000000", "0000000000000001", "ffffffffffffffff"],
-                      "width": 100, "height": 100, "descriptor": [v.astype(np.float16).tobytes() for v in d]})
-    out = cluster(t, CFG).set_index("key")
-    assert out["kept"].tolist() == [True, False, False] and (out["cluster"] == "a").all()
-    assert out.loc["b", ["duplicate_of", "linked_to", "dedup_layer"]].tolist() == ["a", "a", "phash"]
-    assert out.loc["c", ["duplicate_of", "linked_to", "dedup_layer"]].tolist() == ["a", "b", "descriptor"]
+def linked(splits: list[str], links: list[tuple[int, int]], pixels: list[int] | None = None) -> pd.DataFrame:
+    """Decisions for keys k0, k1, ... whose only links are the given descriptor pairs."""
+    n = len(splits)
+    meta = pd.DataFrame({"key": [f"k{k}" for k in range(n)], "shard": "00000", "split": splits,
+                         "width": pixels or [100] * n, "height": 100})
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    edges = (np.array([a for a, _ in links]), np.array([b for _, b in links]), np.full(len(links), 0.95, np.float32))
+    return keep(meta, {"exact": none, "phash": none, "descriptor": edges}).set_index("key")
+
+
+def test_a_chain_never_removes_an_image_not_directly_linked_to_a_kept_one():
+    """k0~k1~k2~k3 (each only to the next, k0 largest): k1 goes for k0, but k2 is not like k0
+    and stays, so k3 goes for k2. Connected components would have kept k0 alone."""
+    out = linked(["train"] * 4, [(0, 1), (1, 2), (2, 3)], pixels=[400, 300, 200, 100])
+    assert out["kept"].tolist() == [True, False, True, False]
+    assert out.loc["k1", ["duplicate_of", "dedup_layer"]].tolist() == ["k0", "descriptor"]
+    assert out.loc["k3", "duplicate_of"] == "k2" and out.loc["k3", "similarity"] == 0.95
+    assert (out["cluster"] == "k0").all() and (out["cluster_size"] == 4).all()
+    assert chains(out) == {"largest_component": 4, "chain_removed": 1}  # what `bench dedup-quality` reports
+
+
+def test_two_photos_joined_by_one_weak_link_both_stay():
+    """Photo k0 with copy k1, photo k2 with copy k3, and one link k1~k3 between the copies:
+    both photos are kept, each copy removed for its own photo."""
+    out = linked(["train"] * 4, [(0, 1), (2, 3), (1, 3)], pixels=[400, 300, 399, 200])
+    assert out["kept"].tolist() == [True, False, True, False]
+    assert out["duplicate_of"].tolist() == ["", "k0", "", "k2"]
+
+
+def test_every_image_linked_to_a_test_image_leaves_train_and_val():
+    """k0 (test) is kept, k1 (test) goes for it; k2 (train) and k3 (val) are linked only to the
+    removed test key k1, and still go: no train or val image like a test image survives."""
+    out = linked(["test", "test", "train", "val", "train"], [(0, 1), (1, 2), (1, 3), (3, 4)])
+    assert out["kept"].tolist() == [True, False, False, False, True]  # k4: its only link is to a removed val key
+    assert out.loc["k2", "duplicate_of"] == "k1" and out.loc["k3", "duplicate_of"] == "k1"
+
+
+def greedy(n: int, order: list[int], test: list[bool], links: set[tuple[int, int]]) -> list[bool]:
+    """The keep policy as its definition reads, one key at a time (the reference)."""
+    kept = [False] * n
+    place = {k: p for p, k in enumerate(order)}
+    for k in order:
+        earlier = [o for a, b in links for o, me in ((a, b), (b, a)) if me == k and place[o] < place[k]]
+        kept[k] = not any(kept[o] for o in earlier) and (test[k] or not any(test[o] for o in earlier))
+    return kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 12).flatmap(lambda n: st.tuples(
+    st.just(n), st.permutations(range(n)), st.lists(st.booleans(), min_size=n, max_size=n),
+    st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda e: e[0] != e[1]), max_size=3 * n))))
+def test_keep_decisions_match_the_one_key_at_a_time_definition(case):
+    n, order, test, links = case
+    order = sorted(order, key=lambda k: not test[k])  # the keep order puts test keys first
+    place = np.empty(n, np.int64)
+    place[order] = np.arange(n)
+    i = np.array([a for a, _ in links], np.int64)
+    j = np.array([b for _, b in links], np.int64)
+    up, down = np.where(place[i] < place[j], i, j), np.where(place[i] < place[j], j, i)
+    got = keep_decisions(place, np.array(test), up, down) == KEPT
+    assert got.tolist() == greedy(n, order, test, links)
+
+
+def test_a_long_chain_is_decided_without_a_loop_per_key():
+    """100k keys in one chain, each linked to the next: half are kept, in a few seconds."""
+    n = 100_000
+    down = np.arange(1, n)
+    status = keep_decisions(np.arange(n), np.zeros(n, bool), down - 1, down)
+    assert (status[::2] == KEPT).all() and (status[1::2] != KEPT).all()
 
 
 def test_phash_multi_index_hash_is_exact():

@@ -109,11 +109,11 @@ def dedup_quality(photos: dict[str, Image.Image], config: dict) -> tuple[pd.Data
     codes = np.array([int(h, 16) for h in table["phash"]], dtype=np.uint64)
     hamming = np.bitwise_count(codes ^ codes[orig])
     cosine = (descriptors * descriptors[orig]).sum(axis=1)
-    cluster_of = decisions["cluster"].to_numpy()
+    kept = decisions["kept"].to_numpy()
     table = table.assign(exact=table["sha256"].to_numpy() == table["sha256"].to_numpy()[orig],
                          phash_hit=hamming <= cfg["phash_max_distance"], hamming=hamming,
                          descriptor_hit=cosine >= cfg["cosine_min"], cosine=cosine,
-                         removed=cluster_of == cluster_of[orig])
+                         removed=~(kept & kept[orig]))  # the pair no longer both survive
     copies = table[table["transform"] != "original"]
     report = (copies.groupby("transform", sort=False)
               .agg(copies=("key", "size"), exact=("exact", "sum"), phash=("phash_hit", "sum"),
@@ -128,8 +128,17 @@ def dedup_quality(photos: dict[str, Image.Image], config: dict) -> tuple[pd.Data
     summary = {"photos": n_photos, "copies": len(copies), "caught": int(copies["removed"].sum()),
                **{f"false_links_{layer}": int((photo_of[i] != photo_of[j]).sum())
                   for layer, (i, j, _) in layers.items()},
-               "distinct_removed": n_photos - len(set(photo_of[decisions["kept"].to_numpy()]))}
+               "distinct_removed": n_photos - len(set(photo_of[kept])), **chains(decisions)}
     return report, summary
+
+
+def chains(decisions: pd.DataFrame) -> dict:
+    """What chains of links do to these decisions: the largest connected component, and the
+    images that removing all but one per component would have lost beyond those removed
+    for a direct link to a kept image."""
+    components = decisions["cluster"].nunique()
+    return {"largest_component": int(decisions["cluster_size"].max()) if len(decisions) else 0,
+            "chain_removed": int(len(decisions) - components - (~decisions["kept"]).sum())}
 
 
 def _planted(path: Path, n: int, dim: int, pairs: int, cosine_min: float, seed: int) -> np.ndarray:

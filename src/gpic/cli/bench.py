@@ -168,10 +168,11 @@ def bench_dedup_quality(config: Path = Path("config.yaml"),
     d = cfg["dedup"]
     console.print(f"planted copies of {summary['photos']} photos; layers alone: exact sha256, phash <= "
                   f"{d['phash_max_distance']}, descriptor cosine >= {d['cosine_min']} ({cfg['embed']['model']}); "
-                  "removed: in the original's cluster after all layers (links may run through other copies)",
+                  "removed: copy or original no longer both kept after all layers (only direct links remove)",
                   soft_wrap=True)
     print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     console.print(f"links between distinct photos: exact {summary['false_links_exact']}, phash "
                   f"{summary['false_links_phash']}, descriptor {summary['false_links_descriptor']}; "
-                  f"distinct photos wrongly removed: {summary['distinct_removed']}")
+                  f"distinct photos wrongly removed: {summary['distinct_removed']}; largest component "
+                  f"{summary['largest_component']}, images a chain would have removed {summary['chain_removed']}")
     print(figures_line(summary))

@@ -1,6 +1,7 @@
 """The global dedup stage: exact sha256, perceptual-hash Hamming distance and
-copy-detection cosine similarity link images into clusters; each cluster keeps one key
-by a deterministic policy that favours the held-out test split (no train/test leakage).
+copy-detection cosine similarity link pairs of images; in a deterministic keep order that
+favours the held-out test split, an image is removed only when it is directly linked to an
+image that is kept (or, outside test, to any test image: no train/test leakage).
 
 Memory stays bounded at corpus scale: the small columns of every key are held, but
 descriptors are streamed from the per-shard embed tables one shard at a time, into a faiss
@@ -33,8 +34,7 @@ STAGE = STAGES["dedup"]
 LAYERS = ("exact", "phash", "descriptor")  # strongest evidence first
 SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 META = ["key", "split", "width", "height", "sha256", "phash"]
-DECISIONS = ["key", "shard", "split", "cluster", "cluster_size", "kept", "duplicate_of", "linked_to",
-             "dedup_layer", "similarity"]
+DECISIONS = ["key", "shard", "split", "cluster", "cluster_size", "kept", "duplicate_of", "dedup_layer", "similarity"]
 COLUMNS = DECISIONS
 CONSUMED = ["key", "kept", "duplicate_of", "dedup_layer", "similarity"]  # what caption and provenance read
 TRAIN_PER_LIST = 20  # IVF k-means training vectors per list
@@ -159,44 +159,91 @@ def decide(meta: pd.DataFrame, chunks: Chunks, cfg: DedupConfig) -> pd.DataFrame
         edges[layer] = find()
         log.info("dedup %s: %d pairs among %d keys in %.1f s", layer, len(edges[layer][0]), n,
                  time.perf_counter() - started)
-    return _clusters(meta, edges)
+    return keep(meta, edges)
 
 
-def _clusters(meta: pd.DataFrame, edges: dict[str, Edges]) -> pd.DataFrame:
-    """Connected components of all pairs; the kept key of each: a test member first, then
-    validation, then the most pixels, then the smallest key. A removed key records the kept
-    key, and the link that put it in the cluster (direct to the kept key when there is one,
-    else its strongest): layer, similarity and the key at its other end."""
+KEPT, REMOVED, OPEN = 1, 2, 0
+
+
+def keep_order(meta: pd.DataFrame) -> np.ndarray:
+    """Each key's place in the keep policy (0 first): a test member first, then validation,
+    then the most pixels, then the smallest key."""
+    order = np.lexsort((meta["key"].to_numpy(dtype=object), -(meta["width"].astype(np.int64) * meta["height"]),
+                        meta["split"].map(SPLIT_RANK).to_numpy()))
+    place = np.empty(len(meta), np.int64)
+    place[order] = np.arange(len(meta))
+    return place
+
+
+def keep_decisions(place: np.ndarray, test: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """KEPT or REMOVED per key: in keep order (`place`, 0 first), a key is removed when it is
+    directly linked to a key already kept, or when it is not a test key and is directly linked
+    to any test key. Links run from the earlier key in keep order (`up`) to the later
+    (`down`). Never through a chain: with a~b and b~c, b removed for a, c stays unless c~a.
+
+    Vectorised rounds first: each decides every key whose earlier neighbours are all decided
+    (bursts of similar photos take two or three). A run of keys each waiting on the one before
+    would take a round per key, so once a round decides few keys, the rest go one at a time
+    in keep order, over their own links only."""
+    n = len(place)
+    status = np.full(n, OPEN, np.int8)
+    status[down[test[up] & ~test[down]]] = REMOVED
+    while (left := int((status == OPEN).sum())) > 0:
+        keep = status[down] == OPEN
+        up, down = up[keep], down[keep]
+        waiting, beaten = np.zeros(n, bool), np.zeros(n, bool)
+        waiting[down[status[up] == OPEN]] = True
+        beaten[down[status[up] == KEPT]] = True
+        undecided = status == OPEN
+        status[undecided & beaten] = REMOVED
+        status[undecided & ~beaten & ~waiting] = KEPT
+        if left - int((status == OPEN).sum()) < max(1000, left // 100):
+            break
+    keep = status[down] == OPEN
+    up, down = up[keep], down[keep]
+    by_down = np.argsort(down, kind="stable")
+    starts = np.searchsorted(down[by_down], np.arange(n + 1))
+    ups = up[by_down].tolist()
+    for key in sorted(np.flatnonzero(status == OPEN).tolist(), key=place.__getitem__):
+        earlier = ups[starts[key]:starts[key + 1]]
+        status[key] = REMOVED if any(status[u] == KEPT for u in earlier) else KEPT
+    return status
+
+
+def keep(meta: pd.DataFrame, edges: dict[str, Edges]) -> pd.DataFrame:
+    """The keep decisions (`keep_decisions`) of all keys, with the direct link that removed
+    each removed key: to a kept key by the strongest layer, then the highest similarity, then
+    keep order (to a test key that is itself removed only when a non-test key's test links are
+    all to removed test keys). `cluster` and `cluster_size` describe the connected component,
+    for audit: a component may keep several keys that are not alike themselves."""
     n = len(meta)
     if n == 0:
         return pd.DataFrame(columns=DECISIONS)
     i, j, sim = (np.concatenate([e[k] for e in edges.values()]) for k in range(3))
-    rank = np.concatenate([np.full(len(e[0]), r) for r, e in enumerate(edges.values())])
-    component = connected_components(coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n)), directed=False)[1]
-    order = pd.DataFrame({"component": component, "split": meta["split"].map(SPLIT_RANK),
-                          "pixels": -(meta["width"].astype(np.int64) * meta["height"]), "key": meta["key"]})
-    leaders = order.sort_values(["component", "split", "pixels", "key"]).drop_duplicates("component")
-    kept_row = pd.Series(leaders.index, index=leaders["component"]).reindex(component).to_numpy()
-    kept = kept_row == np.arange(n)
-    keys = meta["key"].to_numpy(dtype=object)
-    # every link seen from both ends; per key the first by (not to the kept key, layer, -similarity)
-    end, other = np.concatenate([i, j]), np.concatenate([j, i])
-    sims, ranks = np.concatenate([sim, sim]), np.concatenate([rank, rank])
-    best = np.lexsort((-sims, ranks, other != kept_row[end], end))
-    ends, first = np.unique(end[best], return_index=True)
+    layer = np.concatenate([np.full(len(e[0]), r) for r, e in enumerate(edges.values())])
+    place = keep_order(meta)
+    up, down = np.where(place[i] < place[j], i, j), np.where(place[i] < place[j], j, i)
+    test = (meta["split"] == "test").to_numpy()
+    kept = keep_decisions(place, test, up, down) == KEPT
+    candidate = ~kept[down] & (kept[up] | test[up])
+    best = np.lexsort((place[up], -sim, layer, ~kept[up], down))
+    best = best[candidate[best]]
+    removed, first = np.unique(down[best], return_index=True)
     pick = best[first]
-    link = pd.DataFrame({"linked_to": keys[other[pick]], "dedup_layer": np.array(LAYERS, dtype=object)[ranks[pick]],
-                         "similarity": np.round(sims[pick].astype(np.float64), 4)}, index=ends).reindex(range(n))
+    keys = meta["key"].to_numpy(dtype=object)
+    link = pd.DataFrame({"duplicate_of": keys[up[pick]], "dedup_layer": np.array(LAYERS, dtype=object)[layer[pick]],
+                         "similarity": np.round(sim[pick].astype(np.float64), 4)}, index=removed).reindex(range(n))
+    component = connected_components(coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n)), directed=False)[1]
+    by_place = np.argsort(place)
+    head = pd.Series(by_place, index=component[by_place]).groupby(level=0).first()  # earliest key per component
     out = pd.DataFrame({
-        "key": meta["key"], "shard": meta["shard"], "split": meta["split"], "cluster": keys[kept_row],
-        "cluster_size": np.bincount(component)[component], "kept": kept,
-        "duplicate_of": np.where(kept, "", keys[kept_row]),
-        "linked_to": np.where(kept, "", link["linked_to"].fillna("")),
-        "dedup_layer": np.where(kept, "", link["dedup_layer"].fillna("")),
-        "similarity": np.where(kept, np.nan, link["similarity"]),
+        "key": meta["key"], "shard": meta["shard"], "split": meta["split"],
+        "cluster": keys[head.reindex(component).to_numpy()], "cluster_size": np.bincount(component)[component],
+        "kept": kept, "duplicate_of": link["duplicate_of"].fillna("").to_numpy(),
+        "dedup_layer": link["dedup_layer"].fillna("").to_numpy(), "similarity": link["similarity"].to_numpy(),
     }, columns=DECISIONS)
-    log.info("dedup: %d keys, %d removed (%s)", n, (~out["kept"]).sum(),
-             out.loc[~out["kept"], "dedup_layer"].value_counts().to_dict())
+    log.info("dedup: %d keys, %d removed (%s), largest component %d", n, (~out["kept"]).sum(),
+             out.loc[~out["kept"], "dedup_layer"].value_counts().to_dict(), out["cluster_size"].max())
     return out.sort_values(["shard", "key"]).reset_index(drop=True)
 
 
