@@ -42,7 +42,8 @@ class FetchConfig(TypedDict):
     backoff_s: float
     max_backoff_s: float
     user_agent: str
-    allow_private_addresses: bool
+    allow_networks: list[str]
+    opt_out_directives: list[str]
     file_roots: list[str]
 
 

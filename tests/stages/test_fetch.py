@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
+import socket
+import ssl
 import threading
 import time
 
@@ -13,13 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from gpic.cli import app
-from gpic.stages.fetch import FetchError, check_host, fetch_shard, sniff
+from gpic.config import ConfigError, validate_config
+from gpic.stages.fetch import CheckedHTTPSConnection, Fetcher, FetchError, fetch_shard, parse_networks, resolve, sniff
 from gpic.stages.partition import partition
 from gpic.store import read_table, read_tar
 
 from helpers import jpeg_bytes
 
 GOOD = dict(license="CC BY 4.0", license_url="", attribution="Jane Doe", title="t")
+LOOPBACK = ["127.0.0.0/8"]
 
 
 def write_manifests(tmp_path, image_path):
@@ -109,6 +114,7 @@ class FaultServer(http.server.BaseHTTPRequestHandler):
     in_flight = busy = 0
     lock = threading.Lock()
     healed = False  # /down.jpg answers 503 until the test heals it
+    elsewhere = ""  # where /elsewhere redirects
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         cls = FaultServer
@@ -137,6 +143,10 @@ class FaultServer(http.server.BaseHTTPRequestHandler):
             self._send(200, self.image) if FaultServer.healed else self._send(503, b"down")
         elif path == "/noai.jpg":
             self._send(200, self.image, {"X-Robots-Tag": "googlebot: noimageai, noarchive"})
+        elif path == "/noai-second-line.jpg":  # the opt-out is on the second header line only
+            self._send(200, self.image, [("X-Robots-Tag", "noarchive"), ("X-Robots-Tag", "otherbot: noai")])
+        elif path == "/noindex.jpg":
+            self._send(200, self.image, {"X-Robots-Tag": "noindex"})
         elif path == "/html.jpg":
             self._send(200, b"<!DOCTYPE html><html>not an image</html>", {"Content-Type": "image/jpeg"})
         elif path == "/stall.jpg":  # headers, half the body, then nothing past the read timeout
@@ -169,12 +179,14 @@ class FaultServer(http.server.BaseHTTPRequestHandler):
             self._send(302, b"", {"Location": "file:///etc/passwd"})
         elif path == "/moved":
             self._send(301, b"", {"Location": "/ok-moved.jpg"})
+        elif path == "/elsewhere":
+            self._send(302, b"", {"Location": FaultServer.elsewhere})
         else:
             self._send(404, b"missing")
 
     def _send_head(self, code, length, headers=None):
         self.send_response(code)
-        for name, value in (headers or {}).items():
+        for name, value in headers.items() if isinstance(headers, dict) else headers or []:
             self.send_header(name, value)
         self.send_header("Content-Length", str(length))
         self.end_headers()
@@ -187,16 +199,48 @@ class FaultServer(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(photos):
-    FaultServer.image = jpeg_bytes(photos["astronaut"])
-    FaultServer.hits, FaultServer.busy, FaultServer.healed = {}, 0, False
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FaultServer)
+@contextlib.contextmanager
+def serving(address, handler):
+    """A threaded HTTP server on `address`, port chosen by the system; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer((address, 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    try:
+        yield f"http://{address}:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server(photos):
+    FaultServer.image = jpeg_bytes(photos["astronaut"])
+    FaultServer.hits, FaultServer.busy, FaultServer.healed, FaultServer.elsewhere = {}, 0, False, ""
+    with serving("127.0.0.1", FaultServer) as base:
+        yield base
+
+
+class Witness(http.server.BaseHTTPRequestHandler):
+    """A second loopback server (127.0.0.2) that must never be reached; `requests` lists what it got."""
+
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        Witness.requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def witness():
+    Witness.requests = []
+    with serving("127.0.0.2", Witness) as base:
+        yield base
 
 
 def http_manifest(base: str, paths: list[str]) -> pd.DataFrame:
@@ -226,7 +270,7 @@ FAULTS = {  # path -> (status, reason prefix, retryable, attempts)
 
 def test_every_http_fault_ends_in_its_recorded_state_in_bounded_time(tmp_path, base_config, server):
     manifest = http_manifest(server, list(FAULTS))
-    base_config["fetch"].update(allow_private_addresses=True, retries=2, timeout_s=0.5, deadline_s=1.0,
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=2, timeout_s=0.5, deadline_s=1.0,
                                 backoff_s=0.05, max_backoff_s=2, max_bytes=150_000, max_redirects=3, workers=8)
     started = time.monotonic()
     records = fetch_shard(manifest, base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
@@ -247,9 +291,28 @@ def test_every_http_fault_ends_in_its_recorded_state_in_bounded_time(tmp_path, b
     assert set(records["http_status"].iloc[[5, 6]]) == {404, 503}
 
 
+def test_licence_conflicts_are_dropped_before_any_request(tmp_path, base_config, server):
+    """Rows whose licence text contradicts their CC BY 2.0 URL are refused with both sides in
+    the reason, and the server never sees a request for them; agreeing rows are fetched."""
+    by_2 = "https://creativecommons.org/licenses/by/2.0/"
+    texts = {"/ok-nc.jpg": "CC BY-NC 2.0", "/ok-nd.jpg": "CC BY-ND 4.0", "/ok-arr.jpg": "All Rights Reserved",
+             "/ok-flickr-nc.jpg": "Attribution-NonCommercial License", "/ok-empty.jpg": "",
+             "/ok-agrees.jpg": "Attribution License"}
+    manifest = http_manifest(server, list(texts)).assign(license=list(texts.values()), license_url=by_2)
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0)
+    records = fetch_shard(manifest, base_config, tmp_path / "raw.tar", tmp_path / "f.parquet").set_index("key")
+    got = dict(zip(texts, records["fetch_reason"]))
+    assert got["/ok-nc.jpg"] == "licence conflict: text CC-BY-NC-2.0, url CC-BY-2.0"
+    assert got["/ok-nd.jpg"] == "licence conflict: text CC-BY-ND-4.0, url CC-BY-2.0"
+    assert got["/ok-arr.jpg"] == "licence conflict: text all-rights-reserved, url CC-BY-2.0"
+    assert got["/ok-flickr-nc.jpg"] == "licence conflict: text CC-BY-NC-2.0, url CC-BY-2.0"
+    assert records["fetch_status"].tolist() == ["dropped"] * 4 + ["ok", "ok"]
+    assert sorted(FaultServer.hits) == ["/ok-agrees.jpg", "/ok-empty.jpg"]  # an empty text stands on the URL
+
+
 def test_a_rerun_fetches_again_only_retryable_failures(tmp_path, base_config, server):
     paths = ["/ok.jpg", "/ok2.jpg", "/down.jpg", "/gone.jpg", "/noai.jpg"]
-    base_config["fetch"].update(allow_private_addresses=True, retries=0)
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0)
     args = (http_manifest(server, paths), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
     first = fetch_shard(*args)
     assert first["fetch_status"].tolist() == ["ok", "ok", "failed", "failed", "dropped"]
@@ -263,7 +326,7 @@ def test_a_rerun_fetches_again_only_retryable_failures(tmp_path, base_config, se
 
 
 def test_requests_to_one_host_are_limited(tmp_path, base_config, server):
-    base_config["fetch"].update(allow_private_addresses=True, workers=8, per_host=2)
+    base_config["fetch"].update(allow_networks=LOOPBACK, workers=8, per_host=2)
     records = fetch_shard(http_manifest(server, ["/slow-ok.jpg"] * 8), base_config, tmp_path / "raw.tar",
                           tmp_path / "f.parquet")
     assert (records["fetch_status"] == "ok").all()
@@ -275,7 +338,7 @@ def test_user_agent_comes_from_config(tmp_path, base_config, server):
     original = FaultServer.serve
     FaultServer.serve = lambda self, path, hit: (seen.append(self.headers["User-Agent"]), original(self, path, hit))
     try:
-        base_config["fetch"].update(allow_private_addresses=True, user_agent="gpic-test/1 (ops@example.org)")
+        base_config["fetch"].update(allow_networks=LOOPBACK, user_agent="gpic-test/1 (ops@example.org)")
         fetch_shard(http_manifest(server, ["/ok.jpg"]), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
     finally:
         FaultServer.serve = original
@@ -288,11 +351,120 @@ def test_loopback_refused_unless_allowed(tmp_path, base_config, server):
     assert records["fetch_reason"].iloc[0].startswith("non-public address: 127.0.0.1")
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "localhost"])
-def test_private_addresses_are_refused(host):
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "localhost",
+                                  "100.64.0.1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "224.0.0.1", "239.1.2.3",
+                                  "ff02::1", "fe80::1", "fc00::1", "fec0::1", "0.0.0.0", "255.255.255.255",
+                                  "64:ff9b::a00:1", "2002:7f00:1::1"])
+def test_addresses_that_are_not_globally_routable_are_refused(host):
     with pytest.raises(FetchError, match="non-public address"):
-        check_host(host, allow_private=False)
-    check_host(host, allow_private=True)
+        resolve(host, 80, ())
+    resolve(host, 80, parse_networks(["0.0.0.0/0", "::/0"]))
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"])
+def test_globally_routable_addresses_pass(host):
+    assert resolve(host, 80, ())[0][4][1] == 80
+
+
+def test_allowed_networks_admit_only_their_addresses():
+    networks = parse_networks(["127.0.0.1/32", "fd00::/8"])
+    for host in ("127.0.0.1", "::ffff:127.0.0.1", "fd00::5"):
+        resolve(host, 80, networks)
+    for host in ("127.0.0.2", "10.0.0.1", "fc00::1"):
+        with pytest.raises(FetchError, match=f"non-public address: {host} for {host}"):
+            resolve(host, 80, networks)
+
+
+def test_a_host_name_idna_cannot_encode_fails_without_retry(base_config):
+    with pytest.raises(FetchError, match="bad host name") as failure:
+        Fetcher(base_config["fetch"]).fetch("http://" + "a" * 70 + ".example.org/x.jpg")
+    assert not failure.value.retryable and failure.value.attempts == 1
+
+
+def test_allow_networks_replaces_allow_private_addresses(base_config):
+    with pytest.raises(ConfigError, match="allow_private_addresses"):
+        validate_config({"sources": ["s.csv"], "shards": 1, "judge": {"model": "m"}, "embed": {"model": "m"},
+                         "caption": {"model": "m"}, "fetch": {"allow_private_addresses": True}})
+    with pytest.raises(ConfigError, match="fetch/allow_networks/0"):
+        validate_config({"sources": ["s.csv"], "shards": 1, "judge": {"model": "m"}, "embed": {"model": "m"},
+                         "caption": {"model": "m"}, "fetch": {"allow_networks": ["localhost"]}})
+    for bad in ("10.0.0.1/8", "300.1.2.3/32", "::1/200"):
+        with pytest.raises(ValueError, match=f"fetch.allow_networks: '{bad}'"):
+            Fetcher({**base_config["fetch"], "allow_networks": ["127.0.0.0/8", bad]})
+
+
+def test_a_redirect_to_a_loopback_address_not_allowed_is_refused(tmp_path, base_config, server, witness):
+    FaultServer.elsewhere = witness + "/ok.jpg"
+    base_config["fetch"].update(allow_networks=["127.0.0.1/32"], retries=0)
+    records = fetch_shard(http_manifest(server, ["/elsewhere", "/ok.jpg"]), base_config, tmp_path / "raw.tar",
+                          tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["failed", "ok"]
+    assert records["fetch_reason"].iloc[0] == "non-public address: 127.0.0.2 for 127.0.0.2"
+    assert not records["retryable"].iloc[0]
+    assert FaultServer.hits == {"/elsewhere": 1, "/ok.jpg": 1} and Witness.requests == []
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(tmp_path, base_config, server, witness, monkeypatch):
+    """DNS answers 127.0.0.1 (allowed), then 127.0.0.2 (not allowed): the connection must look
+    the name up once and connect where that answer pointed."""
+    real = socket.getaddrinfo
+    port, other_port = int(server.rsplit(":", 1)[1]), int(witness.rsplit(":", 1)[1])
+    lookups = []
+
+    def rebinding(host, *args, **kwargs):
+        if host != "rebind.test":
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        address = ("127.0.0.1", port) if len(lookups) == 1 else ("127.0.0.2", other_port)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    base_config["fetch"].update(allow_networks=["127.0.0.1/32"], retries=0)
+    records = fetch_shard(http_manifest(f"http://rebind.test:{port}", ["/ok.jpg"]), base_config,
+                          tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["ok"], records["fetch_reason"].tolist()
+    assert lookups == ["rebind.test"] and Witness.requests == [] and FaultServer.hits == {"/ok.jpg": 1}
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(monkeypatch):
+    """TLS gets the URL's host name (SNI, certificate check) over a socket to the checked address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: [
+        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))])
+
+    class Context:
+        verify_mode, check_hostname, post_handshake_auth = ssl.CERT_REQUIRED, True, None
+        wrapped: list = []
+
+        def wrap_socket(self, sock, server_hostname=None):
+            self.wrapped.append((sock.getpeername(), server_hostname))
+            return sock
+
+    context = Context()
+    connection = CheckedHTTPSConnection("images.example.org", 443, timeout=2, context=context,
+                                        networks=parse_networks(["127.0.0.1/32"]))
+    try:
+        connection.connect()
+    finally:
+        connection.close()
+        listener.close()
+    assert context.wrapped == [(("127.0.0.1", port), "images.example.org")]
+
+
+def test_x_robots_tag_is_read_from_every_header_line(tmp_path, base_config, server):
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0)
+    records = fetch_shard(http_manifest(server, ["/noai-second-line.jpg", "/noindex.jpg", "/ok.jpg"]), base_config,
+                          tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["dropped", "dropped", "ok"]
+    assert records["fetch_reason"].tolist()[:2] == ["opt-out: X-Robots-Tag noai", "opt-out: X-Robots-Tag noindex"]
+
+
+def test_opt_out_directives_come_from_config(tmp_path, base_config, server):
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0, opt_out_directives=["NoAI", "noimageai"])
+    records = fetch_shard(http_manifest(server, ["/noai-second-line.jpg", "/noindex.jpg"]), base_config,
+                          tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["dropped", "ok"]
 
 
 def test_sniff():

@@ -88,7 +88,7 @@ def bench_fetch(images: int = 2000, workers: int = 16, img2dataset: str | None =
             config = validate_config({"sources": ["unused.csv"], "shards": 1, "judge": {"model": "m"},
                                       "embed": {"model": "m"}, "caption": {"model": "m"},
                                       "fetch": {"workers": workers, "per_host": workers, "retries": 0,
-                                                "allow_private_addresses": True}})
+                                                "allow_networks": ["127.0.0.0/8"]}})
             start = time.perf_counter()
             records = fetch_shard(manifest, config, tmp / "raw.tar", tmp / "fetch.parquet")
             ours_s = time.perf_counter() - start

@@ -4,13 +4,18 @@ bytes of every admitted URL, each key ending with one fetch record.
 Downloads run in a thread pool with a per-host limit, so one slow or rate-limiting host
 neither monopolises the pool nor sees more than `per_host` requests at a time. Every
 request has a connect/read timeout and a total deadline, a size cap checked before and while
-reading, and a bounded number of redirects, each of which passes the same address check as
-the first URL. Only connection errors, timeouts, truncated bodies, 429 and 5xx are retried,
-with exponential backoff (or the server's Retry-After, when it is not too long)."""
+reading, and a bounded number of redirects. Every connection, the first and each redirect's,
+resolves its host once, refuses it unless every address is globally routable (or inside
+`allow_networks`) and connects to the address it checked, so DNS cannot answer differently
+between check and connect. Environment proxies are ignored: a proxy would make the connection,
+and the check would see the proxy's address. Only connection errors, timeouts, truncated
+bodies, 429 and 5xx are retried, with exponential backoff (or the server's Retry-After, when it
+is not too long)."""
 
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import http.client
 import ipaddress
@@ -49,7 +54,9 @@ MAGIC = [
     (b"MM\x00*", "image/tiff", "tif"),
     (b"BM", "image/bmp", "bmp"),
 ]
-OPT_OUT = {"noai", "noimageai"}
+# NAT64's well-known prefix carries an IPv4 address in its last 32 bits (RFC 6052)
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RETRY_STATUS = {429, 500, 502, 503, 504}
 CHUNK = 1 << 16
 
@@ -85,28 +92,97 @@ class Fetched:
     http_status: int
 
 
-def opt_out_tags(header: str) -> set[str]:
-    """The opt-out directives of an X-Robots-Tag value. Directives may be scoped to a user
-    agent ("otherbot: noai"); like img2dataset, any scope counts, so an opt-out is never missed."""
+def opt_out_tags(headers: list[str], directives: list[str]) -> set[str]:
+    """The opt-out directives among all X-Robots-Tag header lines (a server may send several).
+    Directives may be scoped to a user agent ("otherbot: noai"); any scope counts, so an
+    opt-out is never missed (img2dataset only honours its own agent's)."""
     tags = set()
-    for part in header.replace(";", ",").split(","):
-        tags.add(part.split(":")[-1].strip().lower())
-    return tags & OPT_OUT
+    for header in headers:
+        for part in header.replace(";", ",").split(","):
+            tags.add(part.split(":")[-1].strip().lower())
+    return tags & {directive.lower() for directive in directives}
 
 
-def check_host(host: str, allow_private: bool) -> None:
-    """Refuse hosts that resolve to private, loopback, link-local or reserved addresses: a
-    manifest must not make the fetcher probe the cluster's own network."""
-    if allow_private:
-        return
+def parse_networks(values: list[str]) -> tuple[Network, ...]:
+    """`fetch.allow_networks` as networks; a bad entry stops the fetch naming it (the schema
+    only checks its characters)."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value))
+        except ValueError as exc:
+            raise ValueError(f"config fetch.allow_networks: {value!r} is not a network: {exc}") from None
+    return tuple(networks)
+
+
+def address_allowed(address: str, networks: tuple[Network, ...]) -> bool:
+    """True for an address inside `networks` or globally routable; otherwise a manifest or a
+    redirect could make the fetcher probe the cluster's own network (private, loopback,
+    link-local, shared 100.64/10, multicast, reserved). An IPv4 address written as IPv6
+    (::ffff:a.b.c.d, 6to4, NAT64) must pass as IPv4 too."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in networks):
+        return True
+    judged = [ip]
+    if ip.version == 6:
+        judged += [ip.sixtofour] if ip.sixtofour else []
+        judged += [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)] if ip in NAT64 else []
+    # is_global (Python 3.11) still counts multicast and IPv6 site-local as global
+    return all(one.is_global and not one.is_multicast and not (one.version == 6 and one.is_site_local)
+               for one in judged)
+
+
+def resolve(host: str, port: int, networks: tuple[Network, ...]) -> list[tuple]:
+    """The host's addresses (getaddrinfo tuples), resolved once; refused when any of them is
+    not allowed, as a host cannot choose which of its addresses the connection uses."""
     try:
-        infos = socket.getaddrinfo(host, None)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchError(f"dns error: {host}: {exc}", retryable=True) from None
+    except UnicodeError as exc:  # a label IDNA cannot encode: asking again will not help
+        raise FetchError(f"bad host name: {host}: {exc}") from None
+    if not infos:
+        raise FetchError(f"dns error: {host}: no address", retryable=True)
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
-            raise FetchError(f"non-public address: {address} for {host}")
+        if not address_allowed(info[4][0], networks):
+            raise FetchError(f"non-public address: {info[4][0]} for {host}")
+    return infos
+
+
+class CheckedConnection(http.client.HTTPConnection):
+    """An HTTP connection to an address that passed the check: http.client's `_create_connection`
+    (kept replaceable for this) connects to what `resolve` checked, so nothing looks the host
+    up again between check and connect."""
+
+    def __init__(self, *args, networks: tuple[Network, ...], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._networks = networks
+        self._create_connection = self._connect_checked
+
+    def _connect_checked(self, address: tuple[str, int], timeout=None, source_address=None) -> socket.socket:
+        """socket.create_connection on the checked addresses, in the resolver's order."""
+        host, port = address
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in resolve(host, port, self._networks):
+            sock = socket.socket(family, kind, proto)
+            try:
+                if isinstance(timeout, int | float):
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error or OSError(f"no address for {host}")
+
+
+class CheckedHTTPSConnection(CheckedConnection, http.client.HTTPSConnection):
+    """HTTPS over a checked address; TLS still wraps with server_hostname = the URL's host, so
+    SNI and the certificate check use the name, not the address."""
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -130,21 +206,32 @@ class Fetcher:
         self._host_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
             lambda: threading.BoundedSemaphore(cfg["per_host"]))
         self._lock = threading.Lock()
-        fetcher = self
+        networks = parse_networks(cfg["allow_networks"])
 
         class Redirects(urllib.request.HTTPRedirectHandler):
+            """Redirects to http(s) only; their address is checked when connecting."""
+
             max_redirections = cfg["max_redirects"]
 
             def http_error_302(self, req, fp, code, msg, headers):
                 target = urlsplit(urljoin(req.full_url, headers.get("Location") or headers.get("URI") or ""))
                 if target.scheme.lower() not in ("http", "https"):
                     raise FetchError(f"redirect to unsupported url scheme: {target.scheme}", code)
-                check_host(target.hostname or "", fetcher.cfg["allow_private_addresses"])
                 return super().http_error_302(req, fp, code, msg, headers)
 
             http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
-        self._opener = urllib.request.build_opener(Redirects)
+        class CheckedHTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(functools.partial(CheckedConnection, networks=networks), req)
+
+        class CheckedHTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(functools.partial(CheckedHTTPSConnection, networks=networks), req)
+
+        # ProxyHandler({}): no proxy from the environment, which would take the connection past the check
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), Redirects, CheckedHTTP,
+                                                   CheckedHTTPS)
 
     def host_slot(self, host: str) -> threading.BoundedSemaphore:
         with self._lock:
@@ -187,12 +274,11 @@ class Fetcher:
 
     def fetch_http(self, url: str) -> Fetched:
         cfg = self.cfg
-        check_host(urlsplit(url).hostname or "", cfg["allow_private_addresses"])
         request = urllib.request.Request(url, headers={"User-Agent": cfg["user_agent"]})
         deadline = time.monotonic() + cfg["deadline_s"]
         try:
             with self._opener.open(request, timeout=cfg["timeout_s"]) as response:
-                tags = opt_out_tags(response.headers.get("X-Robots-Tag", ""))
+                tags = opt_out_tags(response.headers.get_all("X-Robots-Tag") or [], cfg["opt_out_directives"])
                 if tags:
                     raise OptOut(f"opt-out: X-Robots-Tag {', '.join(sorted(tags))}")
                 return Fetched(self.read_body(response, response.headers.get("Content-Length"), deadline),
