@@ -329,6 +329,9 @@ def compare(samples: Path, ref: Path, model: Path | None = None, device: str = "
             workers: int = 1) -> dict:
     """`gpic fd`: the distance and everything needed to reproduce it."""
     reference = Stats.load(ref)
+    if reference.count < 2:  # checked before the samples' features are computed
+        raise ValueError(f"{ref}: reference statistics of {reference.count} image(s); FD needs at least 2 "
+                         "(the test split of that run is empty or nearly so)")
     stats, source = samples_stats(samples, model, device, batch_size, workers, expect=reference)
     distance = fd(stats, reference)
 

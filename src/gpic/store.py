@@ -36,8 +36,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
+    """Write atomically; with `schema`, the columns get exactly its types (an empty frame's
+    columns would otherwise come out null or float64)."""
+    table = pa.Table.from_pandas(df.reset_index(drop=True), schema=schema, preserve_index=False)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

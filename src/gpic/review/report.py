@@ -5,7 +5,6 @@ so the page can be mailed or archived as one file."""
 from __future__ import annotations
 
 import base64
-import glob
 import html
 import io
 from pathlib import Path
@@ -17,11 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from gpic.config import Config  # noqa: E402
-from gpic.contracts import LEVELS  # noqa: E402
+from gpic.contracts import LEVELS, SPLITS  # noqa: E402
 from gpic.images import load_rgb  # noqa: E402
 from gpic.layout import Layout  # noqa: E402
+from gpic.review import printable  # noqa: E402
 from gpic.review.audit import dropped, raw_bytes  # noqa: E402
 from gpic.review.cost import estimate  # noqa: E402
+from gpic.stages.pack import read_indexes  # noqa: E402
 from gpic.stages.provenance import summarise  # noqa: E402
 from gpic.store import atomic_path, read_table  # noqa: E402
 
@@ -35,11 +36,6 @@ figcaption{word-break:break-word} code{font-size:10px;color:#666}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left} .plots img{width:100%} .muted{color:#777}
 """
-
-
-def concat(pattern: str, columns: list[str] | None = None) -> pd.DataFrame:
-    paths = sorted(glob.glob(pattern))
-    return pd.concat([read_table(p, columns) for p in paths], ignore_index=True) if paths else pd.DataFrame()
 
 
 def png(fig) -> str:
@@ -59,6 +55,11 @@ def thumbnail(data: bytes) -> str | None:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def shown(text: str) -> str:
+    """Source metadata and model output on the page: escaped for HTML and made printable."""
+    return html.escape(printable(text))
 
 
 def read_member(tar: Path, offset: int, size: int) -> bytes:
@@ -91,6 +92,18 @@ def funnel_section(summary: dict) -> str:
 
 
 def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame) -> str:
+    """Plots of what was packed; a run that packed nothing, or left a split empty, says so."""
+    counts = index["split"].value_counts().reindex(SPLITS, fill_value=0)
+    splits = ", ".join(f"{n} {s}" for s, n in counts.items())
+    empty = [s for s, n in counts.items() if n == 0]
+    several = len(empty) > 1
+    note = (f" The {', '.join(empty)} split{'s are' if several else ' is'} empty: no key of "
+            f"{'these splits' if several else 'this split'} was packed (too few keys for splits.*_fraction, or "
+            f"all dropped); {'their' if several else 'its'} shards hold no sample and the dataset card leaves "
+            f"{'them' if several else 'it'} out." if empty and len(index) else "")
+    if not len(index):
+        return ("<h2>The corpus</h2><p><b>No sample was packed</b>: every key was dropped or failed (the funnel "
+                "above says where; <code>gpic dropped</code> lists them).</p>")
     fig1, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     a.hist(index["width"], bins=30, alpha=.6, label="width")
     a.hist(index["height"], bins=30, alpha=.6, label="height")
@@ -110,9 +123,8 @@ def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame) -> str:
         f.hist(clusters, bins=range(2, int(clusters.max()) + 2), color="#a5a", align="left")
     f.set_title(f"Duplicate clusters by size ({len(clusters)} clusters)")
     f.set_xlabel("images in cluster")
-    splits = ", ".join(f"{n} {s}" for s, n in index["split"].value_counts().items())
     return (f"<h2>The corpus</h2><p>{len(index)} packed samples ({splits}); mean resolution "
-            f"{index['width'].mean():.0f}x{index['height'].mean():.0f}.</p><div class='plots'>"
+            f"{index['width'].mean():.0f}x{index['height'].mean():.0f}.{note}</p><div class='plots'>"
             + "".join(f'<img src="{png(fig)}" alt="">' for fig in (fig1, fig2, fig3)) + "</div>")
 
 
@@ -120,8 +132,10 @@ def kept_section(results: Path, index: pd.DataFrame, n: int) -> str:
     cells = []
     for row in index.sort_values("key").head(n).itertuples():
         data = read_member(Layout(results).packed_root / row.split / row.tar, row.image_offset, row.image_size)
-        cells.append(figure_html(thumbnail(data), [f"<b>{html.escape(row.label)}</b>", html.escape(row.short),
-                                                   f"<code>{row.key}</code> {html.escape(row.license_id)}"]))
+        cells.append(figure_html(thumbnail(data), [f"<b>{shown(row.label)}</b>", shown(row.short),
+                                                   f"<code>{row.key}</code> {shown(row.license_id)}"]))
+    if not cells:
+        return "<h2>Kept samples</h2><p>None: no sample was packed.</p>"
     return f"<h2>Kept samples</h2><p>The first {len(cells)} by key, with label and short caption.</p>" \
            f"<div class='grid'>{''.join(cells)}</div>"
 
@@ -137,7 +151,7 @@ def dropped_section(results: Path, n_per_reason: int) -> str:
     for shard, group in picks.groupby("shard"):
         data.update(raw_bytes(results, shard, group["key"].tolist()))
     cells = [figure_html(thumbnail(data.get(row.key, b"")),
-                         [f"<b>{html.escape(row.stage)}: {html.escape(row.reason)}</b>", f"<code>{row.key}</code>"])
+                         [f"<b>{shown(row.stage)}: {shown(row.reason)}</b>", f"<code>{row.key}</code>"])
              for row in picks.itertuples()]
     return f"<h2>Dropped samples</h2><p>Up to {n_per_reason} per reason; every dropped image stays in " \
            f"<code>results/raw/</code> (<code>gpic dropped</code>, <code>gpic lineage KEY</code>).</p>" \
@@ -168,7 +182,7 @@ def write_report(results: str | Path, config: Config, out: str | Path, samples: 
     results = Path(results)
     summary = summarise(results)
     layout = Layout(results)
-    index = concat(str(layout.packed_root / "*" / "*.parquet"))
+    index = read_indexes(layout.packed_root)
     decisions = read_table(layout.decisions)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>GPIC run report</title><style>{STYLE}</style>"
             f"</head><body><h1>GPIC run report</h1><p class='muted'>{html.escape(str(results.resolve()))}, "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from gpic.config import Config, tier_of_shard
 from gpic.contracts import LEVELS, Captions, SampleRecord
@@ -54,6 +55,9 @@ RECORD_COLUMNS = ["key", "tar", "image_member", "json_member", "split", "tier", 
                   "license_id", "license_url", "attribution", "title", "retrieved_at", "sha256", "width", "height",
                   *LEVELS, "caption_model", "caption_model_revision"]
 COLUMNS = [*RECORD_COLUMNS, "image_offset", "image_size", "json_offset", "json_size"]  # of the index beside each tar
+NUMBERS = {"width", "height", "image_offset", "image_size", "json_offset", "json_size"}
+# One schema for every index, whatever its row count: readers open all of them as one dataset.
+INDEX_SCHEMA = pa.schema([(name, pa.int64() if name in NUMBERS else pa.large_string()) for name in COLUMNS])
 COPIED = ["key", "source", "source_id", "url", "license", "license_id", "license_url", "attribution", "title",
           "sha256", "split"]
 
@@ -86,9 +90,17 @@ def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path,
     for kind in ("image", "json"):
         index[f"{kind}_offset"] = [offsets[m][0] for m in index[f"{kind}_member"]]
         index[f"{kind}_size"] = [offsets[m][1] for m in index[f"{kind}_member"]]
-    write_table(index.sort_values("key"), index_path)
+    write_table(index.sort_values("key"), index_path, INDEX_SCHEMA)
     log.info("packed %d %s samples into %s", len(index), split, tar_name)
     return index
+
+
+def read_indexes(packed_root: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every index under the packed folder as one table (the same columns and types when
+    nothing, or only empty shards, were packed)."""
+    paths = sorted(str(p) for p in Path(packed_root).glob("*/*.parquet"))
+    table = ds.dataset(paths, schema=INDEX_SCHEMA, format="parquet").to_table(columns=columns)
+    return table.to_pandas()
 
 
 def shard_inputs(files: ShardFiles) -> ShardInputs:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel
 
 from gpic import __version__
 from gpic.config import Config, tier_shard_counts
+from gpic.contracts import HELD_OUT, SampleRecord
 from gpic.contracts import HF_SPLIT_NAMES as SPLIT_NAMES
-from gpic.contracts import SampleRecord
 from gpic.identity import file_sha256
 from gpic.layout import Layout
 from gpic.stages import STAGES
-from gpic.store import atomic_path, read_table
+from gpic.stages.pack import read_indexes
+from gpic.store import atomic_path
 
 STAGE = STAGES["publish"]
 
@@ -24,15 +24,19 @@ PUBLISHED = ["README.md", "SHA256SUMS", "*/*.tar", "*/*.parquet"]  # what goes t
 HF_DTYPES = {str: "string", int: "int64"}
 
 
-def tier_configs(packed: Path, tiers: dict[str, float], n_train: int) -> list[dict]:
-    """One `datasets` config per tier: a prefix of the train shards, all val and test shards."""
-    counts = tier_shard_counts(tiers, n_train)
+def tier_configs(tiers: dict[str, float], n_train: int, samples: dict[str, int]) -> list[dict]:
+    """One `datasets` config per tier: a prefix of the train shards, all val and test shards.
+    Only shards holding samples are listed (`samples`: packed path -> samples), and a split or
+    tier with none is left out: `datasets` refuses a split that corresponds to no data."""
+    held_out = {split: sorted(p for p, n in samples.items() if n and p.startswith(f"{split}/")) for split in HELD_OUT}
     configs = []
-    for name, count in counts.items():
-        files = [{"split": "train", "path": [f"train/gpic_train_{i:05d}.tar" for i in range(count)]}]
-        for split in ("val", "test"):
-            files.append({"split": SPLIT_NAMES[split], "path": f"{split}/*.tar"})
-        configs.append({"config_name": name, "data_files": files, **({"default": True} if count == n_train else {})})
+    for name, count in tier_shard_counts(tiers, n_train).items():
+        train = [p for i in range(count) if samples.get(p := f"train/gpic_train_{i:05d}.tar")]
+        files = [{"split": SPLIT_NAMES[split], "path": paths}
+                 for split, paths in (("train", train), *held_out.items()) if paths]
+        if files:
+            configs.append({"config_name": name, "data_files": files,
+                            **({"default": True} if count == n_train else {})})
     return configs
 
 
@@ -60,12 +64,12 @@ def dataset_info(configs: list[dict], image_fields: list[str]) -> list[dict]:
 def write_card(packed: str | Path, config: Config, card_path: str | Path, sums_path: str | Path) -> None:
     packed = Path(packed)
     tars = sorted(packed.glob("*/*.tar"))
-    indexes = [read_table(t.with_suffix(".parquet")) for t in tars]
-    index = (pd.concat(indexes, ignore_index=True) if indexes
-             else pd.DataFrame(columns=["split", "license_id", "source"]))
+    index = read_indexes(packed)
+    per_tar = index.groupby(["split", "tar"]).size()
+    samples = {f"{split}/{tar}": int(n) for (split, tar), n in per_tar.items()}
     n_train = config["shards"]
     counts = tier_shard_counts(config["tiers"], n_train)
-    configs = tier_configs(packed, config["tiers"], n_train)
+    configs = tier_configs(config["tiers"], n_train, samples)
     image_fields = sorted({m.rsplit(".", 1)[-1] for m in index.get("image_member", [])}) or ["jpg"]
     header = {
         "pretty_name": config["publish"]["pretty_name"],
