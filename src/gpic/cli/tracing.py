@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from gpic.cli.common import app, console
 from gpic.layout import RESULTS_LAYOUT
+from gpic.review import printable
 
 
 @app.command()
@@ -27,7 +29,7 @@ def lineage(key: str, results: Path = RESULTS_LAYOUT.root, as_json: bool = typer
         print(json.dumps(record, indent=2, default=str))
         return
     final = record.get("provenance") or {}
-    console.rule(f"[bold]{key}[/bold]  shard {record['shard']}  ->  {final.get('state', '?')}")
+    console.rule(Text(f"{printable(key)}  shard {record['shard']}  ->  {final.get('state', '?')}", style="bold"))
     for section, values in record.items():
         if not isinstance(values, dict):
             continue
@@ -35,7 +37,8 @@ def lineage(key: str, results: Path = RESULTS_LAYOUT.root, as_json: bool = typer
         table.add_column("field", style="cyan", no_wrap=True)
         table.add_column("value", overflow="fold")
         for name, value in values.items():
-            table.add_row(name, json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value))
+            shown = json.dumps(value, default=str) if isinstance(value, (list, dict)) else printable(value)
+            table.add_row(name, Text(shown))  # Text: rich would read "[...]" in source metadata as markup
         console.print(table)
 
 
@@ -54,7 +57,7 @@ def summary(results: Path = RESULTS_LAYOUT.root, as_json: bool = typer.Option(Fa
         console.print(table)
         reasons = Table("state", "stage", "reason", "keys", title="by stage and reason")
         for row in report["reasons"]:
-            reasons.add_row(row["state"], row["stage"], row["reason"], str(row["keys"]))
+            reasons.add_row(row["state"], row["stage"], Text(printable(row["reason"])), str(row["keys"]))
         console.print(reasons)
     if not report["conserved"]:
         console.print("[red]counts do not conserve: in != packed + dropped + failed[/red]")
@@ -79,7 +82,7 @@ def dropped(reason: str = typer.Option("", help="Text the drop reason contains (
         raise typer.Exit(1) from None
     print("key\tshard\tstage\treason")
     for row in rows.itertuples():
-        print(f"{row.key}\t{row.shard}\t{row.stage}\t{row.reason}")
+        print(f"{row.key}\t{row.shard}\t{row.stage}\t{printable(row.reason)}")
     if sheet:
         contact_sheet(rows.head(limit), results, sheet)
         console.print(f"contact sheet of {min(limit, len(rows))} image(s): {sheet}", soft_wrap=True)

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gpic.images import load_rgb
 from gpic.layout import Layout
+from gpic.review import printable
 from gpic.store import read_table
 
 CELL = 192  # thumbnail box, pixels
@@ -73,7 +74,7 @@ def contact_sheet(rows: pd.DataFrame, results: str | Path, out: str | Path, colu
     for i, row in enumerate(rows.itertuples()):
         x, y = (i % columns) * CELL, (i // columns) * height
         sheet.paste(thumbnail(data.get(row.key)), (x, y))
-        lines = [row.key, *textwrap.wrap(f"{row.stage}: {row.reason}", width=CELL // 6)[: TEXT_LINES - 1]]
+        lines = [row.key, *textwrap.wrap(printable(f"{row.stage}: {row.reason}"), width=CELL // 6)[: TEXT_LINES - 1]]
         for j, line in enumerate(lines):
             draw.text((x + 4, y + CELL + 2 + j * LINE), line, fill="black", font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
