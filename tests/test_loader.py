@@ -7,18 +7,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+import torch.nn.functional as F
+from PIL import ExifTags, Image
+from PIL.JpegImagePlugin import JpegImageFile
+from torchvision.io import ImageReadMode, decode_jpeg
 from typer.testing import CliRunner
 
+from gpic import loader
 from gpic.bench.loader import synthetic_shards
 from gpic.cli import app
-from gpic.loader import PackedDataset, decode_image, make_loader
+from gpic.images import load_rgb, orientation
+from gpic.loader import PackedDataset, decode_image, jpeg_header, make_loader
 from gpic.store import read_table, read_tar, write_tar
 
 # Synthetic shards repeat keys from shard to shard, so a sample is its key and its pixels.
@@ -169,3 +176,176 @@ def test_bench_loader_command_ends_with_figures():
     assert {"ours_images_per_s", "baseline_images_per_s", "ratio", "ours_workers_images_per_s",
             "baseline_workers_images_per_s", "ours_s", "baseline_s"} <= set(figures)
     assert figures["images"] == "8"
+
+
+# EXIF orientation -> the PIL transpose that stores an image so that it displays upright.
+STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+             7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+# (height, width) for coffee (600x400), upright or turned: torchvision at full scale (cropping an odd
+# margin, 301 pixels), PIL draft at 1/2
+FULL, DRAFT = (320, 239), (128, 96)
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def with_orientation(data: bytes, turn: int, **options) -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = turn
+    return encode(Image.open(io.BytesIO(data)), "JPEG", quality=95, exif=exif.tobytes(), **options)
+
+
+def normal_form(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """What the stages see (`load_rgb` at full resolution), centre-cropped and resized the way
+    the loader does it."""
+    image = load_rgb(data)
+    height, width = size
+    scale = max(height / image.height, width / image.width)
+    crop_w, crop_h = min(image.width, round(width / scale)), min(image.height, round(height / scale))
+    left, top = (image.width - crop_w) // 2, (image.height - crop_h) // 2
+    crop = image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.BILINEAR)
+    return np.asarray(crop).transpose(2, 0, 1)
+
+
+def upright_tensor(data: bytes, size: tuple[int, int]) -> torch.Tensor:
+    """torchvision's own decode turned upright, then centre-cropped and resized: what the
+    loader does on the stored frame before it turns the small result."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+        upright = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB,
+                              apply_exif_orientation=True)
+    (height, width), (h, w) = size, upright.shape[1:]
+    scale = max(height / h, width / w)
+    crop_h, crop_w = min(h, round(height / scale)), min(w, round(width / scale))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    crop = upright[None, :, top:top + crop_h, left:left + crop_w]
+    return F.interpolate(crop, size=size, mode="bilinear", antialias=True)[0]
+
+
+def difference(ours: torch.Tensor, reference: np.ndarray) -> float:
+    """Mean absolute difference in uint8 levels: about 1 for the same picture decoded and
+    resized two ways, 15 to 90 for the picture mirrored or sideways."""
+    assert ours.shape == reference.shape and ours.dtype == torch.uint8
+    return float(np.abs(ours.numpy().astype(int) - reference).mean())
+
+
+@pytest.fixture
+def decoders(monkeypatch) -> Counter:
+    """Counts the images that went to torchvision (`full`) and to PIL (`pil`)."""
+    counts = Counter()
+    full, pil = loader.decode_jpeg, loader.normalise
+    monkeypatch.setattr(loader, "decode_jpeg", lambda *a, **k: counts.update(["full"]) or full(*a, **k))
+    monkeypatch.setattr(loader, "normalise", lambda image: counts.update(["pil"]) or pil(image))
+    return counts
+
+
+@pytest.mark.parametrize("size", [FULL, DRAFT], ids=["full", "draft"])
+def test_exif_orientation_is_applied_as_in_the_stages(photos, decoders, size):
+    upright = photos["coffee"]
+    for turn, method in STORED_AS.items():
+        stored = upright if method is None else upright.transpose(method)
+        data = with_orientation(encode(stored, "JPEG", quality=95), turn)
+        assert jpeg_header(data) == (stored.width, stored.height, 3, turn)
+        ours = decode_image(data, size)
+        assert difference(ours, normal_form(data, size)) < 1.5, turn
+        if size == FULL:  # turning after the resize, the crop falls where it falls on the upright image
+            assert (ours.int() - upright_tensor(data, size).int()).abs().max() <= 1, turn
+        assert difference(ours, normal_form(encode(upright, "JPEG", quality=95), size)) < 3, turn
+        if turn != 1:  # the image as stored, not turned upright, is far outside the tolerance
+            assert difference(ours, normal_form(encode(stored, "JPEG", quality=95), size)) > 15, turn
+    assert decoders == {"full" if size == FULL else "pil": 8}
+
+
+def test_turned_jpeg_is_drafted_to_cover_the_turned_target(photos, monkeypatch):
+    """Stored 300x451 and turned to 451x300, a 24x96 target needs 1/2 scale; the stored frame
+    alone would allow 1/4, then upscale."""
+    requested = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(JpegImageFile, "draft", lambda im, mode, size: requested.append(size) or draft(im, mode, size))
+    data = with_orientation(encode(photos["chelsea"].transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95), 6)
+    ours = decode_image(data, (24, 96))
+    assert requested == [(64, 96)] and difference(ours, normal_form(data, (24, 96))) < 5
+
+
+def test_transparent_cmyk_and_16_bit_images_match_the_stages(photos, decoders):
+    photo = photos["coffee"]
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))  # transparent at the top, opaque at the bottom
+    palette = photo.quantize(64)
+    darkest = int(np.argmin(np.asarray(palette.getpalette()[:192]).reshape(64, 3).sum(axis=1)))
+    palette.paste(darkest, (0, 0, 300, 200))
+    grey16 = Image.fromarray(np.asarray(photo.convert("L")).astype(np.uint16) * 257)
+    assert grey16.mode == "I;16"
+    images = {"rgba png": encode(rgba, "PNG"), "la png": encode(rgba.convert("LA"), "PNG"),
+              "palette png": encode(palette, "PNG", transparency=darkest), "16-bit png": encode(grey16, "PNG"),
+              "cmyk jpeg": encode(photo.convert("CMYK"), "JPEG", quality=95),
+              "grey jpeg": encode(photo.convert("L"), "JPEG", quality=95)}
+    for name, data in images.items():
+        for size in (FULL, DRAFT):
+            ours = decode_image(data, size)
+            assert difference(ours, normal_form(data, size)) < 1.5, (name, size)
+            if "png" in name:  # without the normal form (alpha dropped, 16 bits clipped) it differs
+                plain = Image.open(io.BytesIO(data)).convert("RGB").resize(size[::-1], Image.BILINEAR)
+                assert difference(ours, np.asarray(plain).transpose(2, 0, 1)) > 15, (name, size)
+    assert decoders == {"full": 1, "pil": 11}  # CMYK JPEGs stay with PIL
+
+
+def tiff(order: str, entries: list[tuple[int, int, int, bytes]], count: int | None = None) -> bytes:
+    """An APP1 Exif payload whose IFD0 holds `entries` (tag, type, count, 4-byte value)."""
+    end = "<" if order == "II" else ">"
+    body = struct.pack(f"{end}H", len(entries) if count is None else count)
+    body += b"".join(struct.pack(f"{end}HHL", tag, kind, n) + value for tag, kind, n, value in entries)
+    return b"Exif\0\0" + order.encode() + struct.pack(f"{end}HL", 42, 8) + body
+
+
+@pytest.mark.parametrize("order", ["II", "MM"])
+def test_jpeg_header_reads_orientation_as_pil_does(photos, order):
+    jpeg = encode(photos["astronaut"].resize((64, 48)), "JPEG")
+    end = "<" if order == "II" else ">"
+    short6 = struct.pack(f"{end}HH", 6, 0)
+    payloads = {
+        "short": tiff(order, [(0x010F, 2, 4, b"Cam\0"), (0x0112, 3, 1, short6)]),
+        "long": tiff(order, [(0x0112, 4, 1, struct.pack(f"{end}L", 8))]),
+        "signed short": tiff(order, [(0x0112, 8, 1, short6)]),
+        "absent": tiff(order, [(0x010F, 2, 4, b"Cam\0")]),
+        "out of range": tiff(order, [(0x0112, 3, 1, struct.pack(f"{end}HH", 9, 0))]),
+        "two values, the first read": tiff(order, [(0x0112, 3, 2, struct.pack(f"{end}HH", 5, 6))]),
+        "values past the end": tiff(order, [(0x0112, 3, 3, struct.pack(f"{end}L", 8))]),
+        "unknown type skipped": tiff(order, [(0x0112, 99, 1, short6), (0x0112, 3, 1, short6)]),
+        "bytes": tiff(order, [(0x0112, 1, 1, b"\x06\0\0\0")]),
+        "ifd cut short": tiff(order, [(0x0112, 3, 1, short6)], count=40),
+        "ifd past the end": tiff(order, [])[:10] + struct.pack(f"{end}L", 1 << 30),
+        "bad byte order": b"Exif\0\0XX" + tiff(order, [(0x0112, 3, 1, short6)])[8:],
+        "truncated header": tiff(order, [(0x0112, 3, 1, short6)])[:11],
+        "empty": b"Exif\0\0",
+        "twice prefixed": b"Exif\0\0" + tiff(order, [(0x0112, 3, 1, short6)]),
+    }
+    rng = np.random.default_rng(0)
+    base = payloads["short"]
+    for k in range(300):  # random bytes in the TIFF header and IFD, but for the orientation's type
+        noisy = bytearray(base)
+        for at in rng.choice([i for i in range(6, len(base)) if i not in (32, 33)], 3, replace=False):
+            noisy[at] = rng.integers(0, 256)
+        payloads[f"noise {k}"] = bytes(noisy)
+    for name, payload in payloads.items():
+        data = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns about the corrupt ones
+            expected = orientation(Image.open(io.BytesIO(data)))
+        assert jpeg_header(data) == (64, 48, 3, expected if expected in range(1, 9) else 1), name
+
+
+def test_xmp_orientation_and_headers_that_do_not_parse(photos):
+    jpeg = encode(photos["chelsea"], "JPEG", quality=95)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'
+    data = encode(Image.open(io.BytesIO(jpeg)), "JPEG", quality=95, xmp=xmp)
+    assert jpeg_header(data).orientation == 8 == orientation(Image.open(io.BytesIO(data)))
+    assert difference(decode_image(data, (300, 200)), normal_form(data, (300, 200))) < 1.5
+    both = with_orientation(data, 3, xmp=xmp)  # the EXIF tag wins over XMP, as in PIL
+    assert jpeg_header(both).orientation == 3 == orientation(Image.open(io.BytesIO(both)))
+    assert jpeg_header(b"\x89PNG\r\n\x1a\n") is None and jpeg_header(jpeg[:200]) is None
+    assert jpeg_header(jpeg[:2] + b"\xff\xff" + jpeg[2:]) == (451, 300, 3, 1)  # a fill byte before a marker

@@ -1,8 +1,9 @@
 """A streaming training loader over packed shards: reads each tar front to back (local files or
 any fsspec URL, `hf://` included), splits shards across ranks and DataLoader workers so every
-sample is read exactly once per epoch, mixes samples in a seeded shuffle buffer, decodes JPEGs
-at the smallest scale that covers the target and resumes mid-epoch without losing or
-repeating a sample.
+sample is read exactly once per epoch, mixes samples in a seeded shuffle buffer, decodes images
+into the stages' normal form (EXIF orientation applied, transparency on white), JPEGs at the
+smallest scale that covers the target, and resumes mid-epoch without losing or repeating a
+sample.
 
 Splitting. Each epoch the shard list is shuffled with `(seed, epoch)`, the same on every rank.
 The R ranks x W workers are C consumers, consumer `rank * W + worker`. With at least C shards,
@@ -32,10 +33,12 @@ import json
 import logging
 import math
 import random
+import re
 import tarfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import fsspec
 import numpy as np
@@ -49,6 +52,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from gpic.contracts import LEVELS
+from gpic.images import ROTATED, normalise, orientation
 from gpic.layout import RESULTS_LAYOUT
 
 log = logging.getLogger(__name__)
@@ -79,7 +83,8 @@ def tier_shards(card: str, tier: str, split: str = "train") -> list[str]:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLIT_NAMES)}")
     files = {f["split"]: f["path"] for f in configs[tier]["data_files"]}
     if SPLIT_NAMES[split] not in files:
-        raise ValueError(f"tier {tier!r} of {readme} has no {SPLIT_NAMES[split]!r} split")
+        raise ValueError(f"tier {tier!r} of {readme} has no {SPLIT_NAMES[split]!r} split (the card lists only "
+                         "splits that hold samples)")
     paths = files[SPLIT_NAMES[split]]
     return resolve_shards([f"{root}/{p}" for p in ([paths] if isinstance(paths, str) else paths)])
 
@@ -115,17 +120,88 @@ def resolve_shards(shards: str | Path | list[str | Path], card: str = str(RESULT
     return urls
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, or None if `data` is not a JPEG: cheaper
-    than opening it with PIL just to choose a decoder."""
+# What turns the stored pixels upright per EXIF orientation, as ImageOps.exif_transpose: the
+# dims of a (3, H, W) tensor to flip, then whether to swap H and W (orientations 5-8).
+ORIENT = {1: ((), False), 2: ((2,), False), 3: ((1, 2), False), 4: ((1,), False), 5: ((), True), 6: ((1,), True),
+          7: ((1, 2), True), 8: ((2,), True)}
+
+
+class JpegHeader(NamedTuple):
+    width: int  # as stored, before the orientation is applied
+    height: int
+    components: int  # 1 grey, 3 YCbCr; 4 (CMYK, YCCK) is left to PIL
+    orientation: int  # EXIF orientation, 1 when absent or unreadable
+
+
+# EXIF value types PIL reads as integers, type: (bytes, signed); the others it knows, type: bytes.
+INTEGER_TYPES = {3: (2, False), 4: (4, False), 6: (1, True), 8: (2, True), 9: (4, True), 13: (4, False), 16: (8, False)}
+OTHER_TYPES = {1: 1, 2: 1, 5: 8, 7: 1, 10: 8, 11: 4, 12: 8}
+TIFF_ORDER = {b"II*\0": "little", b"II\0*": "little", b"MM\0*": "big", b"MM*\0": "big"}  # the headers PIL accepts
+XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')  # PIL's fallback when EXIF has no tag
+
+
+def _exif_orientation(exif: bytes) -> int | None:
+    """IFD0's Orientation tag in an APP1 Exif payload as PIL's getexif() reads it, so that
+    corrupt EXIF turns an image the same way here and in the stages: None when the tag is
+    absent (or PIL skips or never reaches it), 1 when the TIFF header is unreadable or the
+    value not an integer."""
+    tiff = exif[12:] if exif.startswith(b"Exif\0\0Exif\0\0") else exif[6:]
+    if not tiff:
+        return None
+    order = TIFF_ORDER.get(tiff[:4])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    entries = int.from_bytes(tiff[ifd:ifd + 2], order) if ifd + 2 <= len(tiff) else 0
+    seen, total = set(), 0
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * entries, len(tiff) - 11), 12):  # a cut IFD keeps what precedes
+        tag, kind = int.from_bytes(tiff[entry:entry + 2], order), int.from_bytes(tiff[entry + 2:entry + 4], order)
+        count = int.from_bytes(tiff[entry + 4:entry + 8], order)
+        unit, signed = INTEGER_TYPES.get(kind, (OTHER_TYPES.get(kind), None))
+        if tag in seen or unit is None or count == 0:
+            continue  # PIL keeps a tag's first value and skips unknown types and empty values
+        at = entry + 8
+        if unit * count > 4:  # stored elsewhere: skipped once such values add up to more than
+            total += unit * count  # the data, and PIL stops at one that runs past the end
+            if total > len(tiff):
+                continue
+            at = int.from_bytes(tiff[at:at + 4], order)
+            if at + unit * count > len(tiff):
+                return None
+        if tag == 0x0112:
+            return 1 if signed is None else int.from_bytes(tiff[at:at + unit], order, signed=signed)
+        seen.add(tag)
+    return None
+
+
+def jpeg_header(data: bytes) -> JpegHeader | None:
+    """Size, components and EXIF orientation from a JPEG's markers, or None if `data` is not a
+    JPEG whose markers parse up to the scan: one pass over a few hundred bytes, cheaper than
+    opening it with PIL just to choose a decoder. Orientation as PIL reads it: the first Exif
+    APP1, else the last XMP APP1's tiff:Orientation."""
     if data[:2] != b"\xff\xd8":
         return None
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
+    i, frame, exif, xmp = 2, None, None, None
+    while i + 4 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, markers without a length
+            i += 1 if marker == 0xFF else 2
+            continue
+        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # start of scan: every header marker has been seen
+            if frame is None:
+                return None
+            turn = _exif_orientation(exif) if exif is not None else None
+            if turn is None and xmp is not None and (match := XMP_ORIENTATION.search(xmp)):
+                turn = int(match[2])
+            return JpegHeader(*frame, turn if turn in ORIENT else 1)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and end >= i + 10:  # start of frame
+            frame = (int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"), data[i + 9])
+        elif marker == 0xE1 and data.startswith(b"Exif\0\0", i + 4):
+            exif = exif or data[i + 4:end]
+        elif marker == 0xE1 and data.startswith(b"http://ns.adobe.com/xap/1.0/\0", i + 4):
+            xmp = data[i + 33:end]
+        i = end
     return None
 
 
@@ -135,31 +211,50 @@ def _cover(w: int, h: int, size: tuple[int, int]) -> tuple[int, int]:
     return max(1, math.ceil(w * scale - 1e-9)), max(1, math.ceil(h * scale - 1e-9))
 
 
+def _reduction(head: JpegHeader, size: tuple[int, int]) -> int:
+    """How many times the stored JPEG exceeds what covers `size` once it is turned upright
+    (turned by 90 degrees, it must cover the transposed target); 2 or more allows a draft."""
+    stored = size[::-1] if ORIENT[head.orientation][1] else size
+    return min(d // c for d, c in zip(head[:2], _cover(head.width, head.height, stored)))
+
+
 def decode_image(data: bytes, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (3, H, W): scaled so it covers `size` (antialiased), then centre-cropped.
+    """uint8 (3, H, W) in the stages' normal form (`gpic.images.normalise`: EXIF orientation
+    applied, transparency flattened on white, 16-bit scaled), scaled so it covers `size`
+    (antialiased), then centre-cropped, so training sees the pixels that were captioned.
 
     A JPEG at least twice the needed size is decoded at 1/2, 1/4 or 1/8 scale (PIL draft:
-    libjpeg skips the discarded DCT coefficients); any other JPEG by torchvision, which writes
-    RGB straight into a tensor at about half the cost of PIL's full decode (torchvision 0.29
-    deprecates it for TorchCodec; the exact pin keeps it). Only the crop region is resized."""
-    dims = jpeg_size(data)
-    if dims and min(d // c for d, c in zip(dims, _cover(*dims, size))) < 2:
+    libjpeg skips the discarded DCT coefficients); any other grey or YCbCr JPEG by torchvision,
+    which writes RGB straight into a tensor at about half the cost of PIL's full decode
+    (torchvision 0.29 deprecates it for TorchCodec; the exact pin keeps it), turned upright
+    with the orientation read from its header. Sizes are compared in the stored frame, so an
+    image turned by 90 degrees covers the transposed target. Only the crop region is resized."""
+    head, turn = jpeg_header(data), 1
+    if head and head.components in (1, 3) and _reduction(head, size) < 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        turn = head.orientation
     else:
         image = Image.open(io.BytesIO(data))
-        image.draft("RGB", _cover(*image.size, size))  # a no-op for other formats
-        pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-    height, width = size
+        image.draft("RGB", _cover(*image.size, size[::-1] if orientation(image) in ROTATED else size))  # JPEG only
+        image = normalise(image)
+        pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB"))).permute(2, 0, 1)
+    # Crop and resize in the stored frame, then turn the small result upright: resizing a
+    # transposed view is slower than the decode itself. A flipped axis takes the crop mirrored,
+    # so that odd margins fall as they would on the upright image.
+    flips, turned = ORIENT[turn]
+    height, width = size[::-1] if turned else size
     h, w = pixels.shape[1:]
     scale = max(height / h, width / w)
     crop_h, crop_w = min(h, round(height / scale)), min(w, round(width / scale))
     top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    top, left = (h - crop_h - top if 1 in flips else top), (w - crop_w - left if 2 in flips else left)
     crop = pixels[:, top:top + crop_h, left:left + crop_w]
     if (crop_h, crop_w) != (height, width):
         crop = F.interpolate(crop[None], size=(height, width), mode="bilinear", antialias=True)[0]
-    return crop.contiguous()
+    crop = crop.flip(flips) if flips else crop
+    return (crop.transpose(1, 2) if turned else crop).contiguous()
 
 
 def _tar_samples(url: str, wanted: Callable[[int], bool]) -> Iterator[tuple[int, str, dict[str, bytes]]]:
