@@ -6,7 +6,7 @@ CORES ?= 2
 
 I2D := .venv-img2dataset
 
-.PHONY: install bench-env demo test test-fast lint clean
+.PHONY: install bench-env demo test test-fast mutants lint clean
 
 # torch and torchvision first and pinned exactly: these builds lie on the machine's disk,
 # any other version downloads several GB.
@@ -46,6 +46,11 @@ test: $(VENV)/.installed $(I2D)/.installed
 # The edit loop: every test not marked slow (nothing that runs Snakemake, SLURM or a browser).
 test-fast: $(VENV)/.installed $(I2D)/.installed
 	$(BIN)/pytest -q -m "not slow"
+
+# Plants known bugs one at a time (gpic.devkit.mutants) and lists those the fast tests miss;
+# about 10 minutes, not part of `make test`.
+mutants: $(VENV)/.installed $(I2D)/.installed
+	$(PY) -m gpic.devkit.mutants
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests workflow/scripts

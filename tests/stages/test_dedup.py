@@ -134,6 +134,21 @@ def test_every_image_linked_to_a_test_image_leaves_train_and_val():
     assert out.loc["k2", "duplicate_of"] == "k1" and out.loc["k3", "duplicate_of"] == "k1"
 
 
+def test_a_held_out_image_wins_over_a_larger_copy():
+    """Split ranks before pixels: a smaller test image beats its larger val and train copies,
+    a smaller val image its larger train copy (as in the demo, where a 269,841-pixel train copy
+    is linked to a 172,780-pixel test image)."""
+    out = linked(["train", "test", "val"], [(0, 1), (0, 2), (1, 2)], pixels=[2698, 1727, 2000])
+    assert out["kept"].tolist() == [False, True, False]
+    assert out["duplicate_of"].tolist() == ["k1", "", "k1"]
+    val_train = linked(["train", "val"], [(0, 1)], pixels=[5000, 100])
+    assert val_train["kept"].tolist() == [False, True]
+    within = linked(["train", "train"], [(0, 1)], pixels=[100, 5000])  # same split: the most pixels
+    assert within["kept"].tolist() == [False, True]
+    tie = linked(["train", "train"], [(0, 1)], pixels=[100, 100])  # then the smaller key
+    assert tie["kept"].tolist() == [True, False]
+
+
 def greedy(n: int, order: list[int], test: list[bool], links: set[tuple[int, int]]) -> list[bool]:
     """The keep policy as its definition reads, one key at a time (the reference)."""
     kept = [False] * n

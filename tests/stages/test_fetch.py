@@ -325,6 +325,24 @@ def test_a_rerun_fetches_again_only_retryable_failures(tmp_path, base_config, se
     assert second.loc[[0, 1, 3, 4], keep].equals(first.loc[[0, 1, 3, 4], keep])
 
 
+def test_a_rerun_after_the_allowlist_shrinks_drops_the_stored_download(tmp_path, base_config, server):
+    """A share-alike image fetched while CC-BY-SA was allowed is dropped, and its bytes leave
+    the raw tar, when a rerun's allowlist no longer has it; nothing is requested again."""
+    manifest = http_manifest(server, ["/ok-sa.jpg", "/ok-by.jpg"]).assign(license=["CC BY-SA 4.0", "CC BY 4.0"])
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0)
+    allow = base_config["licenses"]["allow"]
+    args = (manifest, base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    base_config["licenses"]["allow"] = [*allow, "CC-BY-SA-*"]
+    assert fetch_shard(*args)["fetch_status"].tolist() == ["ok", "ok"]
+    base_config["licenses"]["allow"] = allow
+    second = fetch_shard(*args)
+    assert second["fetch_status"].tolist() == ["dropped", "ok"]
+    assert second["fetch_reason"].iloc[0] == "licence not allowed: CC-BY-SA-4.0 (CC BY-SA 4.0)"
+    assert (second["raw_member"].iloc[0], second["sha256"].iloc[0]) == ("", "")
+    assert sorted(read_tar(tmp_path / "raw.tar")) == [second["raw_member"].iloc[1]]
+    assert FaultServer.hits == {"/ok-sa.jpg": 1, "/ok-by.jpg": 1}
+
+
 def test_requests_to_one_host_are_limited(tmp_path, base_config, server):
     base_config["fetch"].update(allow_networks=LOOPBACK, workers=8, per_host=2)
     records = fetch_shard(http_manifest(server, ["/slow-ok.jpg"] * 8), base_config, tmp_path / "raw.tar",

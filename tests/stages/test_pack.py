@@ -175,3 +175,36 @@ def test_publish_refuses_a_damaged_corpus(results):
     (results / "packed" / "SHA256SUMS").write_text("")
     run = CliRunner().invoke(app, ["publish", str(results), "--repo-id", "org/gpic"])
     assert run.exit_code == 1 and "refusing to publish" in run.output
+
+
+def test_retrieved_at_is_the_manifest_time_else_the_download_time():
+    """A mirrored crawl carries its own collection time; without one, the record says when
+    fetch downloaded the bytes, never when pack ran."""
+    from gpic.contracts import LEVELS
+    from gpic.stages.pack import COPIED, record
+
+    row = {**dict.fromkeys(COPIED, "x"), "width": 640, "height": 480, "fetched_at": "2026-01-02T03:04:05+00:00",
+           **{level: f"{level} caption" for level in LEVELS}, "caption_model_id": "m", "caption_model_revision": "r"}
+    assert record({**row, "retrieved_at": "2025-03-01T12:51:17Z"}, "nano").retrieved_at == "2025-03-01T12:51:17Z"
+    for missing in ("", None):
+        assert record({**row, "retrieved_at": missing}, "nano").retrieved_at == "2026-01-02T03:04:05+00:00"
+
+
+def test_an_index_without_samples_has_the_schema_of_every_index(tmp_path):
+    """A split that receives no samples still gets a tar and an index, typed like the others."""
+    import pyarrow.parquet as pq
+
+    from gpic.stages.pack import CAPTION_FIELDS, FETCH_FIELDS, INDEX_SCHEMA, MANIFEST_FIELDS
+    from gpic.store import write_table
+
+    tables = {"manifest": MANIFEST_FIELDS, "fetch": FETCH_FIELDS, "filter": ["key", "width", "height"],
+              "captions": CAPTION_FIELDS}
+    for name, columns in tables.items():
+        write_table(pd.DataFrame(columns=columns), tmp_path / f"{name}.parquet")
+    write_tar(tmp_path / "raw.tar", [])
+    inputs = ShardInputs(*(str(tmp_path / f"{name}.parquet") for name in tables), raw=str(tmp_path / "raw.tar"))
+    index = pack([inputs], "test", "nano", tmp_path / "out.tar", tmp_path / "out.parquet")
+    assert len(index) == 0
+    assert pq.read_schema(tmp_path / "out.parquet").remove_metadata() == INDEX_SCHEMA
+    with tarfile.open(tmp_path / "out.tar") as tar:
+        assert tar.getmembers() == []

@@ -109,6 +109,12 @@ def check_provenance(results: Path, indexes: dict[str, pd.DataFrame]) -> list[st
         if len(table) != count or table["key"].duplicated().any():
             problems.append(f"provenance/{shard}: {table['key'].nunique()} distinct keys, {len(table)} rows, "
                             f"partition put {count} keys in the shard")
+        manifest = layout.table("manifests", shard)
+        if manifest.exists():  # the same number of keys is not enough: the same keys
+            keys = set(read_table(manifest, columns=["key"])["key"])
+            lost, foreign = sorted(keys - set(table["key"])), sorted(set(table["key"]) - keys)
+            problems += [f"provenance/{shard}: key {k} of the manifest has no final state" for k in lost[:20]]
+            problems += [f"provenance/{shard}: key {k} is not in the shard's manifest" for k in foreign[:20]]
         bad = sorted(set(table["state"]) - set(STATES))
         if bad:
             problems.append(f"provenance/{shard}: unknown states {bad}")
