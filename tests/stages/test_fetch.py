@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import http.server
 import json
+import math
 import socket
 import ssl
 import threading
@@ -502,5 +503,9 @@ def test_bench_fetch_runs_both_fetchers_on_the_same_urls():
     result = CliRunner().invoke(app, ["bench", "fetch", "--images", "30", "--workers", "4"])
     assert result.exit_code == 0, result.output
     figures = dict(item.split("=") for item in result.output.strip().splitlines()[-1].split())
-    assert figures["ours_ok"] == figures["baseline_ok"] == "30"
-    assert float(figures["ratio"]) > 0
+    # like for like: both downloaded every URL and kept the served bytes (img2dataset re-encodes by default)
+    assert figures["ours_ok"] == figures["baseline_ok"] == figures["same_bytes"] == "30"
+    rates = [float(figures[k]) for k in ("ours_images_per_s", "baseline_images_per_s", "ratio")]
+    assert all(math.isfinite(r) and r > 0 for r in rates), figures
+    assert 0.01 < float(figures["ratio"]) < 100
+    assert abs(float(figures["ratio"]) - rates[0] / rates[1]) < 0.01 * float(figures["ratio"])

@@ -141,23 +141,28 @@ def chains(decisions: pd.DataFrame) -> dict:
             "chain_removed": int(len(decisions) - components - (~decisions["kept"]).sum())}
 
 
-def _planted(path: Path, n: int, dim: int, pairs: int, cosine_min: float, seed: int) -> np.ndarray:
+def _planted(path: Path, n: int, dim: int, pairs: int, cosine_min: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n random unit descriptors (SSCD spreads its descriptors over the sphere) written as
-    fp16, with `pairs` planted copies at cosine uniform in [cosine_min + 0.01, 0.99]."""
+    fp16, with `pairs` planted copies at cosine uniform in [cosine_min + 0.01, 0.99] and as
+    many hard negatives at [cosine_min - 0.02, cosine_min - 0.005], each pair's ends sorted:
+    (copies, negatives). Chance cosines of random 512-d vectors stay below about 0.35, so
+    without the negatives no false pair could be found even with the threshold off by 0.5."""
     rng = np.random.default_rng(seed)
     x = np.empty((n, dim), dtype=np.float16)
     for s in range(0, n, SHARD):
         block = rng.standard_normal((min(SHARD, n - s), dim), dtype=np.float32)
         x[s : s + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    ends = rng.choice(n, size=2 * pairs, replace=False).reshape(pairs, 2)
+    ends = rng.choice(n, size=4 * pairs, replace=False).reshape(2 * pairs, 2)
     src = x[ends[:, 0]].astype(np.float32)
     noise = rng.standard_normal(src.shape, dtype=np.float32)
     noise -= (noise * src).sum(axis=1, keepdims=True) * src
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    c = rng.uniform(cosine_min + 0.01, 0.99, size=(pairs, 1)).astype(np.float32)
+    c = np.concatenate([rng.uniform(cosine_min + 0.01, 0.99, size=pairs),
+                        rng.uniform(cosine_min - 0.02, cosine_min - 0.005, size=pairs)])[:, None].astype(np.float32)
     x[ends[:, 1]] = c * src + np.sqrt(1 - c**2) * noise
     x.tofile(path)
-    return np.sort(ends, axis=1)
+    ends = np.sort(ends, axis=1)
+    return ends[:pairs], ends[pairs:]
 
 
 def _phash_search(n: int, pairs: int, max_distance: int, seed: int) -> tuple[float, float]:
@@ -208,23 +213,25 @@ def _in_child(*args) -> dict:
 
 
 def _recall(found: np.ndarray, planted: np.ndarray) -> tuple[float, int]:
-    """(share of planted pairs found, pairs found that were not planted)."""
+    """(share of planted copies found, pairs found that are not planted copies: hard
+    negatives or chance pairs)."""
     found_set, planted_set = set(map(tuple, found.tolist())), set(map(tuple, planted.tolist()))
     return len(found_set & planted_set) / max(1, len(planted_set)), len(found_set - planted_set)
 
 
 def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = 100_000, cosine_min: float = 0.9,
                 nlist: int = 0, nprobe: int = 16, copies: float = 0.01, seed: int = 0) -> dict[str, float | int]:
-    """Descriptor search wall time, peak RSS and recall of planted copies: IVF (ours, at
-    corpus scale) over all n, against exact IndexFlatIP (the baseline) over the first
-    `flat_n` descriptors, its time extrapolated by (n/flat_n)^2 and its memory linearly
+    """Descriptor search wall time, peak RSS, recall of planted copies and false pairs (found
+    pairs that are not planted copies, such as the hard negatives just below the threshold):
+    IVF (ours, at corpus scale) over all n, against exact IndexFlatIP (the baseline) over the
+    first `flat_n` descriptors, its time extrapolated by (n/flat_n)^2 and its memory linearly
     when flat_n < n (flat at 1M costs hours on two cores). Also the perceptual-hash layer's
     time and recall over n codes (its multi-index hash is exact)."""
     flat_n = min(flat_n, n)
     cfg = {"cosine_min": cosine_min, "nlist": nlist or auto_nlist(n), "nprobe": nprobe, "flat_max": 0}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "descriptors.f16"
-        planted = _planted(path, n, dim, max(1, int(n * copies / 2)), cosine_min, seed)
+        planted, negatives = _planted(path, n, dim, max(1, int(n * copies / 2)), cosine_min, seed)
         ivf = _in_child(str(path), n, dim, {**cfg, "index": "ivf"})
         flat = _in_child(str(path), flat_n, dim, {**cfg, "index": "flat"})
     phash_s, phash_recall = _phash_search(n, len(planted), 4, seed)
@@ -232,7 +239,8 @@ def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = 100_000, cosin
     flat_recall, flat_false = _recall(flat["pairs"], planted[planted[:, 1] < flat_n])
     scale = n / flat_n
     flat_s = flat["s"] * scale**2
-    return {"n": n, "dim": dim, "planted_pairs": len(planted), "nlist": cfg["nlist"], "nprobe": nprobe,
+    return {"n": n, "dim": dim, "planted_pairs": len(planted), "hard_negatives": len(negatives),
+            "flat_hard_negatives": int((negatives[:, 1] < flat_n).sum()), "nlist": cfg["nlist"], "nprobe": nprobe,
             "base_rss_mb": round(ivf["base_mb"]), "ivf_s": ivf["s"], "ivf_rss_mb": round(ivf["rss_mb"]),
             "ivf_recall": ivf_recall, "ivf_false_pairs": ivf_false,
             "flat_n": flat_n, "flat_measured_s": flat["s"], "flat_rss_measured_mb": round(flat["rss_mb"]),

@@ -73,16 +73,21 @@ def find_img2dataset(path: str | None) -> Path:
 def bench_fetch(images: int = 2000, workers: int = 16, img2dataset: str | None = None) -> dict[str, float | int]:
     """Images/s downloading the same URL list of 479x587 JPEGs from a loopback server: our
     fetch stage (licence gate, opt-out check, sha256, raw tar and records) against img2dataset
-    (output format files, no resize), each with `workers` threads in one process. The
-    baseline's rate is over its own download duration (its start-up excluded, which favours it)."""
+    (output format files, no resize, `--disable_all_reencoding`: by default it decodes and
+    re-encodes every JPEG, which ours never does), each with `workers` threads in one process.
+    The baseline's rate is over its own download duration (its start-up excluded, which
+    favours it). `same_bytes` counts URLs whose bytes both kept exactly as served: the two
+    did the same work only if it equals `images`."""
     exe = find_img2dataset(img2dataset)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photos = list(read_tar(synthetic_shard(tmp / "src", min(images, 50)).raw).values())
         urls = [f"/{i:06d}.jpg" for i in range(images)]
-        server, base = _serve({url: photos[i % len(photos)] for i, url in enumerate(urls)})
+        served = {url: photos[i % len(photos)] for i, url in enumerate(urls)}
+        server, base = _serve(served)
         try:
-            manifest = pd.DataFrame({"key": [f"{i:020x}" for i in range(images)], "url": [base + u for u in urls],
+            keys = [f"{i:020x}" for i in range(images)]
+            manifest = pd.DataFrame({"key": keys, "url": [base + u for u in urls],
                                      "license": "CC BY 4.0", "license_url": "", "attribution": "Photographer",
                                      "contract_error": ""})
             config = validate_config({"sources": ["unused.csv"], "shards": 1, "judge": {"model": "m"},
@@ -93,12 +98,14 @@ def bench_fetch(images: int = 2000, workers: int = 16, img2dataset: str | None =
             records = fetch_shard(manifest, config, tmp / "raw.tar", tmp / "fetch.parquet")
             ours_s = time.perf_counter() - start
             ours_ok = int((records["fetch_status"] == "ok").sum())
+            ours_bytes = dict(zip(records["key"], records["raw_member"].map(read_tar(tmp / "raw.tar").get)))
 
             (tmp / "urls.txt").write_text("".join(base + u + "\n" for u in urls))
             start = time.perf_counter()
             run = subprocess.run([str(exe), "--url_list", str(tmp / "urls.txt"), "--input_format", "txt",
                                   "--output_format", "files", "--output_folder", str(tmp / "i2d"),
-                                  "--resize_mode", "no", "--processes_count", "1", "--thread_count", str(workers),
+                                  "--resize_mode", "no", "--disable_all_reencoding", "True",
+                                  "--processes_count", "1", "--thread_count", str(workers),
                                   "--number_sample_per_shard", str(images), "--distributor", "multiprocessing",
                                   "--enable_wandb", "False"], capture_output=True, text=True)
             baseline_wall_s = time.perf_counter() - start
@@ -109,7 +116,11 @@ def bench_fetch(images: int = 2000, workers: int = 16, img2dataset: str | None =
         stats = [json.loads(p.read_text()) for p in (tmp / "i2d").glob("*_stats.json")]
         baseline_ok = sum(s["successes"] for s in stats)
         baseline_s = sum(s["duration"] for s in stats)
+        baseline_bytes = {json.loads(p.read_text())["url"].removeprefix(base): p.with_suffix(".jpg").read_bytes()
+                          for p in (tmp / "i2d").glob("*/*.json") if p.with_suffix(".jpg").exists()}
+        same_bytes = sum(ours_bytes.get(key) == baseline_bytes.get(url) == served[url] for key, url in zip(keys, urls))
     return {"images": images, "workers": workers, "ours_ok": ours_ok, "baseline_ok": baseline_ok,
+            "same_bytes": same_bytes,
             "ours_images_per_s": ours_ok / ours_s, "baseline_images_per_s": baseline_ok / baseline_s,
             "ours_s": ours_s, "baseline_s": baseline_s, "baseline_wall_s": baseline_wall_s,
             "ratio": (ours_ok / ours_s) / (baseline_ok / baseline_s)}

@@ -82,14 +82,16 @@ def bench_fetch(images: int = 2000, workers: int = 16,
                 img2dataset: str = typer.Option(
                     None, help="img2dataset executable [PATH, then .venv-img2dataset]")) -> None:
     """Download images/s from a loopback server: our fetch stage against img2dataset
-    (output format files, no resize) on the same URL list, same thread count."""
+    (output format files, no resize, no re-encoding: bytes kept, as ours) on the same URL
+    list, same thread count."""
     from gpic.bench import figures_line
     from gpic.bench.fetch import bench_fetch as run
 
     figures = run(images, workers, img2dataset)
     console.print(f"{images} JPEGs 479x587 over loopback, {workers} threads: ours {figures['ours_images_per_s']:.0f}/s "
                   f"({figures['ours_ok']} ok), img2dataset {figures['baseline_images_per_s']:.0f}/s "
-                  f"({figures['baseline_ok']} ok, {figures['baseline_wall_s']:.1f} s with start-up)")
+                  f"({figures['baseline_ok']} ok, {figures['baseline_wall_s']:.1f} s with start-up); "
+                  f"{figures['same_bytes']} kept the served bytes in both")
     print(figures_line(figures))
 
 
@@ -118,15 +120,20 @@ def bench_caption(model: str = "resources/models/tiny/qwen3-vl-tiny", images: in
 @bench_app.command("filter")
 def bench_filter(images: int = 300, repeat: int = 3) -> None:
     """Filter decode + scores, images/s on one core of the same 479x587 JPEGs: ours (JPEG draft
-    decode, scores on a small grey image) against a full decode scoring the full image."""
+    decode, scores on a small grey image) against the same scores after a full decode; and
+    their verdicts on blurred photos near the blur threshold."""
     from gpic.bench import figures_line
     from gpic.bench.filter import bench_filter as run
 
-    figures = run(images, repeat)
-    console.print(f"{images} JPEGs 479x587, one core: ours {figures['ours_images_per_s']:.0f}/s, full decode + "
-                  f"full-resolution scores {figures['baseline_images_per_s']:.0f}/s (our scores after a full "
-                  f"decode: {figures['full_decode_images_per_s']:.0f}/s)")
-    print(figures_line(figures))
+    f = run(images, repeat)
+    console.print(f"{images} JPEGs 479x587, one core: ours {f['ours_images_per_s']:.0f}/s, same scores after a full "
+                  f"decode {f['baseline_images_per_s']:.0f}/s (full-resolution scores, for context: "
+                  f"{f['plain_images_per_s']:.0f}/s); same verdicts on {f['agree']} of {images}")
+    console.print(f"near the blur threshold (full decode's blur 0.5-2x min_blur): same verdicts on {f['near_agree']} "
+                  f"of {f['near_threshold']} ({f['near_pass']} pass at full decode), those that differ within "
+                  f"{f['near_flip_within']:.0%} of min_blur; our blur / full decode's "
+                  f"{f['near_blur_ratio_min']:.2f}-{f['near_blur_ratio_max']:.2f}")
+    print(figures_line(f))
 
 
 @bench_app.command("dedup")
@@ -134,18 +141,21 @@ def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = typer.Option(1
                 "baseline searches; its time is extrapolated by (n/flat_n)^2 when smaller than N."),
                 cosine_min: float = 0.9, nlist: int = typer.Option(0, help="IVF lists (0: about 4 sqrt(n))."),
                 nprobe: int = 16, seed: int = 0) -> None:
-    """Near-duplicate descriptor search on N synthetic unit descriptors with 1% planted copies:
-    IVF over fp16 codes (ours) against exact IndexFlatIP (baseline); time, peak RSS, recall."""
+    """Near-duplicate descriptor search on N synthetic unit descriptors with 1% planted copies
+    and as many hard negatives just below COSINE_MIN: IVF over fp16 codes (ours) against exact
+    IndexFlatIP (baseline); time, peak RSS, recall, false pairs."""
     from gpic.bench import figures_line
     from gpic.bench.dedup import bench_dedup as run
 
     f = run(n, dim, flat_n, cosine_min, nlist, nprobe, seed=seed)
     console.print(f"{n:,} descriptors of {dim}-d, {f['planted_pairs']:,} planted copies "
-                  f"(cosine >= {cosine_min + 0.01:.2f}):"
+                  f"(cosine >= {cosine_min + 0.01:.2f}) and {f['hard_negatives']:,} hard negatives (cosine "
+                  f"{cosine_min - 0.02:.3f}-{cosine_min - 0.005:.3f}, {f['flat_hard_negatives']:,} within flat's "
+                  f"{f['flat_n']:,}):"
                   f" IVF{f['nlist']} nprobe {nprobe}: {f['ivf_s']:.1f} s, peak {f['ivf_rss_mb']:,} MB, recall "
-                  f"{f['ivf_recall']:.4f}; exact flat: {f['flat_measured_s']:.1f} s, "
-                  f"peak {f['flat_rss_measured_mb']:,} MB "
-                  f"over {f['flat_n']:,}, recall {f['flat_recall']:.4f}", soft_wrap=True)
+                  f"{f['ivf_recall']:.4f}, {f['ivf_false_pairs']} false pairs; exact flat: "
+                  f"{f['flat_measured_s']:.1f} s, peak {f['flat_rss_measured_mb']:,} MB over {f['flat_n']:,}, "
+                  f"recall {f['flat_recall']:.4f}, {f['flat_false_pairs']} false pairs", soft_wrap=True)
     console.print(f"perceptual hash, {n:,} codes, radius 4: {f['phash_s']:.1f} s, recall {f['phash_recall']:.4f}")
     if f["extrapolated"]:
         console.print(f"[yellow]flat at {n:,} EXTRAPOLATED from {f['flat_n']:,}: time x{(n / f['flat_n']) ** 2:,.0f} "

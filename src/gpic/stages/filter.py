@@ -4,7 +4,9 @@ nothing is deleted, the raw bytes stay in the raw tar.
 Blur and the perceptual hash are measured on a grey image of a fixed number of pixels, so a
 verdict does not depend on the source resolution, and a JPEG is decoded at about that size
 (PIL draft: 1/2..1/8 scale, less inverse-DCT work, no colour). A full decode gives the same
-verdicts (tests). Thresholds only decide, so a threshold change re-decides from the stored
+verdicts away from the blur threshold; within about 10% below `min_blur` the reduced decode
+reads a little sharper and may pass what a full decode drops (`gpic bench filter`,
+near_agree). Thresholds only decide, so a threshold change re-decides from the stored
 scores without decoding again."""
 
 from __future__ import annotations
