@@ -81,7 +81,6 @@ class EmbedConfig(TypedDict):
     device: str
     batch_size: int
     image_size: int
-    center_crop: bool
 
 
 class DedupConfig(TypedDict):

@@ -301,8 +301,6 @@ def test_copy_detector_keeps_the_aspect_ratio_and_batches_by_shape(tiny_models, 
     assert np.allclose(np.linalg.norm(batched.astype(np.float32), axis=1), 1, atol=1e-2)
     one_by_one = np.concatenate([detector.describe([im]) for im in images])
     assert np.allclose(batched.astype(np.float32), one_by_one.astype(np.float32), atol=2e-3)
-    cropped = CopyDetector(tiny_models["copy_detector"], center_crop=True)
-    assert tuple(cropped.transform(photos["coffee"]).shape) == (3, 288, 288)
 
 
 def test_read_descriptors_is_the_stored_fp16():
@@ -336,6 +334,23 @@ def test_bench_dedup_command_ends_with_figures():
     assert result.exit_code == 0, result.output
     figures = dict(item.split("=") for item in result.output.strip().splitlines()[-1].split())
     assert figures["n"] == "3000" and figures["flat_n"] == "1500" and figures["extrapolated"] == "1"
+    assert figures["planted_pairs"] == figures["hard_negatives"] == "15"
     assert float(figures["flat_recall"]) == 1.0 and float(figures["ivf_recall"]) > 0.5
+    assert figures["flat_false_pairs"] == figures["ivf_false_pairs"] == "0"
     assert {"ratio", "ivf_s", "flat_s", "ivf_rss_mb", "flat_rss_mb"} <= set(figures)
+    assert all(np.isfinite(float(figures[k])) and float(figures[k]) > 0 for k in ("ratio", "ivf_s", "flat_s"))
+
+
+@pytest.mark.parametrize("margin,false_pairs", [(0.0, 0), (0.03, 40)])
+def test_bench_dedup_hard_negatives_sit_just_below_the_threshold(tmp_path, margin, false_pairs):
+    """The scale bench's "0 false pairs" can fail: its hard negatives are found as soon as
+    the search threshold is 0.03 too low, while every planted copy is found at the threshold."""
+    from gpic.bench.dedup import _planted, _recall, _search
+
+    path = tmp_path / "d.f16"
+    copies, negatives = _planted(path, 4000, 64, 40, 0.9, seed=3)
+    assert len(copies) == len(negatives) == 40 and len(set(copies.ravel()) | set(negatives.ravel())) == 160
+    found = _search(str(path), 4000, 64, {"cosine_min": 0.9 - margin, "index": "flat", "flat_max": 0})["pairs"]
+    assert _recall(found, copies) == (1.0, false_pairs)
+    assert _recall(found, negatives)[0] == (margin > 0)
 

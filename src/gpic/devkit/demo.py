@@ -6,20 +6,22 @@ with scikit-image and matplotlib, under their true licences, plus generated vari
 
 * real photos, one row each, byte copies of the shipped files;
 * crops of those photos (positions, scales, flips, mild colour changes, resized), each
-  inheriting its parent's licence and attribution; all distinct images are pairwise
-  separated (64-bit pHash Hamming distance > 16 and cosine < 0.85 between mean-centred
-  16x16 RGB thumbnails) and pass simple quality filters;
+  inheriting its parent's licence and attribution; all distinct images pass simple quality
+  filters and are distinct by where they come from, not by how they look (see
+  ``MAX_REGION_IOU``): no similarity measure of the pipeline's dedup (sha256, pHash, the copy
+  descriptor) chooses them, so the demo's dedup outcome is a test of dedup, not its echo;
 * planted near-duplicates of distinct images (byte copy, JPEG q60, 80 % resize, 95 % centre
   crop, small brightness change);
 * deliberately bad rows (truncated file, non-image bytes, tiny, blank, over-exposed, blurry,
   non-permissive or share-alike licence, missing attribution, missing or broken URL, missing
   source id).
 
-``expected.csv`` says what the pipeline should do with each row. The same seed always gives
+``expected.csv`` says what the pipeline should do with each row; ``regions.csv`` says where each
+image cut from a photo lies in it (the ground truth of distinctness). The same seed always gives
 byte-identical output for the same ``out_dir`` (manifests hold absolute ``file://`` URLs, so
 they differ between output directories only in that prefix).
 
-Usage: ``python -m gpic.demo OUT_DIR [--seed 0] [--n-variants 300]``.
+Usage: ``python -m gpic.devkit.demo OUT_DIR [--seed 0] [--n-variants 100]``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from pathlib import Path
 
-import imagehash
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageStat
 
@@ -73,34 +74,38 @@ BAD_EXPECTS = (
 )
 EXPECT_VALUES = ("packed", "duplicate", *BAD_EXPECTS)
 
+REGIONS_FILE = "regions.csv"
+REGION_COLUMNS = ("source", "source_id", "origin", "x0", "y0", "x1", "y1", "mirrored")
+# Two distinct images either come from different origins (photos, generated pictures) or are
+# regions of one photo whose boxes, in the photo's pixels, have an IoU of at most this; a
+# mirror image covers the same box as the unmirrored one, so mirroring never makes a region
+# distinct. Chosen without looking at pixels: the planted 95 % centre crop has IoU 0.90 with
+# its parent and a 90 % crop 0.81, so distinct regions stay well below what dedup must catch.
+MAX_REGION_IOU = 0.5
+N_DISTINCT = 100  # distinct images by default: the shipped photos hold about 110 such regions
+
 # What every distinct ("packed") image satisfies. The generator enforces stricter margins
 # (the _GEN_* values) so that small differences in resampling filters downstream do not
 # move an image across a threshold.
-PHASH_MIN_DISTANCE = 16  # pairwise pHash Hamming distance is strictly greater
-THUMB_MAX_COSINE = 0.85  # pairwise thumbnail cosine is strictly smaller
 MIN_SIDE = 256
 MIN_SHARPNESS = 100.0  # variance of the Laplacian, greyscale, downscaled to max side 512
 SCORE_SIDE = 512  # the long side at which ``sharpness`` measures
 MIN_GREY_STD = 20.0
 MAX_CLIPPED_FRACTION = 0.30  # fraction of greyscale pixels at exactly 0 or 255
 
-_GEN_PHASH_MIN = 20
-_GEN_COS_MAX = 0.80
 _GEN_SHARPNESS = 130.0
 _GEN_GREY_STD = 24.0
 _GEN_CLIPPED = 0.20
-_DUP_MAX_PHASH = 10  # planted near-duplicates stay this close to their parent ...
-_DUP_MAX_PHASH_CROP = 14  # ... except the 95 % centre crop
 
 JPEG_QUALITY = 90
 _PNG_FRACTION = 0.12
 _TARGET_LONG = (520.0, 740.0)  # long side of a variant before the zoom cap
 _MAX_ZOOM = 1.9
-_PREVIEW_SCALE = 4
+_MIN_CROP_FRAC = 0.25  # smallest crop side, as a fraction of the largest box of its aspect
+_DRAWS_PER_TURN = 500  # crop boxes drawn per photo and turn (cheap: geometry only) ...
+_RENDERS_PER_TURN = 10  # ... of which at most this many fitting ones are rendered and scored
 _RETRIEVED_BASE = datetime(2025, 3, 1, 8, 0, 0, tzinfo=UTC)
 _GENERATOR = "GPIC demo generator"
-_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
-_IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 # --------------------------------------------------------------------------------------
 # Licences, as each source spells them
@@ -237,27 +242,6 @@ def photo_path(photo: Photo) -> Path | None:
 # --------------------------------------------------------------------------------------
 
 
-def phash_bits(img: Image.Image) -> np.ndarray:
-    """The 64 bits of ``imagehash.phash`` (hash_size 8), flattened, as uint8."""
-    return imagehash.phash(img).hash.reshape(-1).astype(np.uint8)
-
-
-def thumb_vector(img: Image.Image) -> np.ndarray:
-    """What the tiny copy detector sees, before its random projection: short side resized to
-    288, centre crop, ImageNet-normalised, 16x16 average-pooled, mean-centred, unit norm."""
-    rgb = img.convert("RGB")
-    scale = 288 / min(rgb.size)
-    w, h = max(288, round(rgb.width * scale)), max(288, round(rgb.height * scale))
-    rgb = rgb.resize((w, h), Image.BILINEAR)
-    left, top = (w - 288) // 2, (h - 288) // 2
-    a = np.asarray(rgb.crop((left, top, left + 288, top + 288)), dtype=np.float64) / 255.0
-    a = (a - _IMAGENET_MEAN) / _IMAGENET_STD
-    v = a.reshape(16, 18, 16, 18, 3).mean(axis=(1, 3)).transpose(2, 0, 1).reshape(-1)
-    v = v - v.mean()
-    n = np.linalg.norm(v)
-    return v / n if n > 1e-9 else v
-
-
 def _laplacian_variance(grey: np.ndarray) -> float:
     lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
     return float(lap.var()) if lap.size else 0.0
@@ -325,37 +309,46 @@ def _decode(data: bytes) -> Image.Image:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Region:
+    """Where an image comes from: a photo (its key) or a generated picture (a name of its
+    own), and the box it covers in that origin's pixels."""
+
+    origin: str
+    box: tuple[float, float, float, float]
+    mirrored: bool = False
+
+
+def box_iou(box: tuple[float, float, float, float], boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box with each row of ``boxes`` (x0, y0, x1, y1)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = w * h
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + areas - inter)
+
+
 class _Pool:
-    """pHash bits and thumbnails of accepted images, compared with numpy in one go."""
+    """Regions of the accepted images by origin: a candidate fits when no accepted region of
+    its origin overlaps it by more than MAX_REGION_IOU. Geometry only, never pixels, so the
+    pipeline's own measures cannot make the demo agree with them."""
 
-    def __init__(self, capacity: int) -> None:
-        self.bits = np.zeros((capacity, 64), dtype=np.uint8)
-        self.thumbs = np.zeros((capacity, 768), dtype=np.float64)
-        self.n = 0
+    def __init__(self) -> None:
+        self.boxes: dict[str, list[tuple[float, float, float, float]]] = {}
 
-    def _grow(self) -> None:
-        self.bits = np.concatenate([self.bits, np.zeros_like(self.bits)])
-        self.thumbs = np.concatenate([self.thumbs, np.zeros_like(self.thumbs)])
+    def overlap(self, region: Region, skip: Region | None = None) -> float:
+        """Largest IoU with an accepted region of the same origin (0 when there is none);
+        ``skip``: one accepted region left out (a planted copy's parent)."""
+        boxes = [b for b in self.boxes.get(region.origin, []) if skip is None or b != skip.box]
+        return float(box_iou(region.box, np.array(boxes)).max()) if boxes else 0.0
 
-    def separation(self, bits: np.ndarray, thumb: np.ndarray) -> tuple[int, float]:
-        """(min pHash distance, max cosine) to everything in the pool."""
-        if self.n == 0:
-            return 64, -1.0
-        dist = np.count_nonzero(self.bits[: self.n] != bits, axis=1)
-        cos = self.thumbs[: self.n] @ thumb
-        return int(dist.min()), float(cos.max())
+    def fits(self, region: Region) -> bool:
+        return self.overlap(region) <= MAX_REGION_IOU
 
-    def fits(self, bits: np.ndarray, thumb: np.ndarray) -> bool:
-        d, c = self.separation(bits, thumb)
-        return d >= _GEN_PHASH_MIN and c <= _GEN_COS_MAX
-
-    def add(self, bits: np.ndarray, thumb: np.ndarray) -> int:
-        if self.n == len(self.bits):
-            self._grow()
-        self.bits[self.n] = bits
-        self.thumbs[self.n] = thumb
-        self.n += 1
-        return self.n - 1
+    def add(self, region: Region) -> None:
+        self.boxes.setdefault(region.origin, []).append(region.box)
 
 
 # --------------------------------------------------------------------------------------
@@ -376,6 +369,7 @@ class _Row:
     source: str | None = None  # fixed source, else assigned to balance the manifests
     url_kind: str = "file"  # file | empty | missing | ftp
     parent: _Row | None = None
+    region: Region | None = None  # where the image comes from, when it is a photo or a crop
     other_source_than_parent: bool = False
     empty_id: bool = False
     # assigned later
@@ -457,11 +451,17 @@ def _apply_jitter(img: Image.Image, jitter) -> Image.Image:
     return img.point(lut)
 
 
-def _render(parent: Image.Image, spec: _CropSpec, scale: int = 1) -> Image.Image:
-    """The crop; ``scale`` > 1 renders a preview from a parent reduced by that factor."""
-    box = tuple(c / scale for c in spec.box)
-    size = (max(8, round(spec.size[0] / scale)), max(8, round(spec.size[1] / scale)))
-    out = parent.resize(size, Image.BICUBIC, box=box)
+def _inner(region: Region, margin: tuple[float, float]) -> Region:
+    """The region of a centre crop that leaves ``margin`` (fractions of width, height) off
+    each side; mirroring does not move a centred box."""
+    x0, y0, x1, y1 = region.box
+    dx, dy = (x1 - x0) * margin[0], (y1 - y0) * margin[1]
+    return Region(region.origin, (x0 + dx, y0 + dy, x1 - dx, y1 - dy), region.mirrored)
+
+
+def _render(parent: Image.Image, spec: _CropSpec) -> Image.Image:
+    """The crop, resized, mirrored and colour-jittered as ``spec`` says."""
+    out = parent.resize(spec.size, Image.BICUBIC, box=spec.box)
     if spec.flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if spec.jitter is not None:
@@ -476,13 +476,6 @@ def _render_grey_measure(parent_grey: Image.Image, spec: _CropSpec) -> np.ndarra
     out = parent_grey.resize((max(3, round(w * s)), max(3, round(h * s))), Image.BICUBIC,
                              box=spec.box)
     return np.asarray(out, dtype=np.float32)
-
-
-def _random_crop(
-    img: Image.Image, rng: np.random.Generator, min_frac: float = 0.55
-) -> Image.Image | None:
-    spec = _sample_crop(img.size, rng, min_frac)
-    return None if spec is None else _render(img, spec)
 
 
 def _synthetic_pattern(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
@@ -527,9 +520,9 @@ class _Builder:
     def __init__(self, seed: int, n_variants: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.n_target = n_variants
-        self.pool = _Pool(max(64, n_variants + 64))
+        self.pool = _Pool()
         self.rows: list[_Row] = []
-        self.packed: list[tuple[_Row, int]] = []  # row, pool index
+        self.packed: list[_Row] = []
         self.photos: list[tuple[Photo, Path, Image.Image]] = []
         for p in PHOTOS:
             path = photo_path(p)
@@ -538,7 +531,7 @@ class _Builder:
                     im.load()
                     self.photos.append((p, path, im.convert("RGB")))
         self.crop_counter: dict[str, int] = {}
-        self.dup_distances: list[tuple[str, int]] = []
+        self.n_generated = 0
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -550,37 +543,43 @@ class _Builder:
         self.crop_counter[photo.key] = n
         return f"{photo.short} (crop {n})"
 
-    def _try_add(self, img: Image.Image, fmt: str) -> tuple[bytes, Image.Image, int] | None:
-        """Encode a candidate and take it into the pool if it is good and distinct."""
-        return self._try_add_bytes(_encode(img, fmt))
+    def _generated(self, size: tuple[int, int]) -> Region:
+        """The region of a new generator-made picture: an origin of its own."""
+        self.n_generated += 1
+        return Region(f"generated-{self.n_generated}", (0.0, 0.0, float(size[0]), float(size[1])))
 
-    def _try_add_bytes(self, data: bytes) -> tuple[bytes, Image.Image, int] | None:
-        """Take a file into the pool if, as decoded, it clears the generation margins."""
+    def _try_add(self, img: Image.Image, fmt: str, region: Region) -> tuple[bytes, Image.Image] | None:
+        """Encode a candidate and take it into the pool if it is good and distinct."""
+        return self._try_add_bytes(_encode(img, fmt), region)
+
+    def _try_add_bytes(self, data: bytes, region: Region) -> tuple[bytes, Image.Image] | None:
+        """Take a file into the pool if its region fits and, as decoded, it clears the quality
+        margins."""
+        if not self.pool.fits(region):
+            return None
         img = _decode(data)
         if not passes_quality(img, strict=True):
             return None
-        bits, thumb = phash_bits(img), thumb_vector(img)
-        if not self.pool.fits(bits, thumb):
-            return None
-        return data, img, self.pool.add(bits, thumb)
+        self.pool.add(region)
+        return data, img
 
-    def _add_packed(self, row: _Row, img: Image.Image, idx: int) -> None:
+    def _add_packed(self, row: _Row) -> None:
         self.rows.append(row)
-        self.packed.append((row, idx))  # the image is decoded again from row.data if needed
+        self.packed.append(row)  # the image is decoded again from row.data if needed
 
     # -- content -----------------------------------------------------------------------
 
     def originals(self) -> None:
-        for photo, path, _ in self._photos("packed"):
-            got = self._try_add_bytes(path.read_bytes())
+        for photo, path, src in self._photos("packed"):
+            region = Region(photo.key, (0.0, 0.0, float(src.width), float(src.height)))
+            got = self._try_add_bytes(path.read_bytes(), region)
             if got is None:
                 continue
-            data, img, idx = got
-            row = _row_from_image(
+            data, img = got
+            self._add_packed(_row_from_image(
                 "packed", photo, photo.title, data, path.suffix.lstrip(".").lower(), img.size,
-                source=photo.home,
-            )
-            self._add_packed(row, img, idx)
+                source=photo.home, region=region,
+            ))
 
     def synthetic_cc_by(self, n: int) -> None:
         """A few generator-made pictures under CC BY, so attribution licences get exercised."""
@@ -591,23 +590,24 @@ class _Builder:
                 break
             w = int(self.rng.integers(420, 560))
             h = int(self.rng.integers(520, 700))
-            got = self._try_add(_synthetic_pattern(self.rng, (w, h)), "jpg")
+            region = self._generated((w, h))
+            got = self._try_add(_synthetic_pattern(self.rng, (w, h)), "jpg", region)
             if got is None:
                 continue
-            data, img, idx = got
+            data, img = got
             lic, src = kinds[made % len(kinds)]
-            row = _Row(
+            self._add_packed(_Row(
                 "packed", lic, _GENERATOR, f"Abstract test pattern {made + 1}", data, "jpg",
-                img.width, img.height, source=src,
-            )
-            self._add_packed(row, img, idx)
+                img.width, img.height, source=src, region=region,
+            ))
             made += 1
 
     def variants(self) -> None:
+        """Crops of the shipped photos, round robin, until n_target distinct images; a photo
+        whose free area is used up (no fitting crop in many draws) drops out."""
         photos = self._photos("packed")
         if not photos:
             raise RuntimeError("no shipped photos found (scikit-image / matplotlib data)")
-        previews = [src.reduce(_PREVIEW_SCALE) for _, _, src in photos]
         grey = [src.convert("L") for _, _, src in photos]
         misses = [0] * len(photos)
         active = list(range(len(photos)))
@@ -617,20 +617,18 @@ class _Builder:
             turn += 1
             photo, _, src = photos[i]
             accepted = False
-            for _ in range(10):
-                spec = _sample_crop(src.size, self.rng)
+            rendered = 0
+            for _ in range(_DRAWS_PER_TURN):
+                spec = _sample_crop(src.size, self.rng, _MIN_CROP_FRAC)
                 fmt = "png" if self.rng.random() < _PNG_FRACTION else "jpg"
                 if spec is None:
                     continue
-                # Cheap preview from the reduced parent: drop crops that are plainly too
-                # close to the pool or too flat before rendering them at full size.
-                pre = _render(previews[i], spec, scale=_PREVIEW_SCALE)
-                d, c = self.pool.separation(phash_bits(pre), thumb_vector(pre))
-                if d < _GEN_PHASH_MIN - 1 or c > _GEN_COS_MAX + 0.01:
+                region = Region(photo.key, spec.box, spec.flip)
+                if not self.pool.fits(region):  # geometry is free: test it before any pixel
                     continue
-                std, clipped = grey_stats(pre)
-                if std < _GEN_GREY_STD - 4 or clipped > _GEN_CLIPPED + 0.1:
-                    continue
+                if rendered == _RENDERS_PER_TURN:
+                    break
+                rendered += 1
                 # Sharpness is measured at max side 512, so render just that, in grey.
                 if _laplacian_variance(_render_grey_measure(grey[i], spec)) < 0.9 * _GEN_SHARPNESS:
                     continue
@@ -638,12 +636,13 @@ class _Builder:
                 std, clipped = grey_stats(img)
                 if std < _GEN_GREY_STD or clipped > _GEN_CLIPPED:
                     continue
-                got = self._try_add(img, fmt)
+                got = self._try_add(img, fmt, region)
                 if got is None:
                     continue
-                data, dec, idx = got
-                row = _row_from_image("packed", photo, self._crop_title(photo), data, fmt, dec.size)
-                self._add_packed(row, dec, idx)
+                data, dec = got
+                self._add_packed(_row_from_image(
+                    "packed", photo, self._crop_title(photo), data, fmt, dec.size, region=region,
+                ))
                 accepted = True
                 break
             misses[i] = 0 if accepted else misses[i] + 1
@@ -651,23 +650,23 @@ class _Builder:
                 active.remove(i)
 
     def near_duplicates(self, per_kind: int) -> None:
+        """Planted copies of distinct images, made by fixed edits and never selected by how
+        alike they look: what dedup finds of them is its own doing."""
         kinds = ["exact", "jpeg60", "resize80", "crop95", "brightness"]
         candidates = [
-            t for t in self.packed
-            if t[0].ext == "jpg" and min(t[0].width, t[0].height) >= 330
-            and t[0].licence not in ("by", "by2")
+            row for row in self.packed
+            if row.ext == "jpg" and min(row.width, row.height) >= 330
+            and row.licence not in ("by", "by2")
         ]
         order = self.rng.permutation(len(candidates))
-        used: set[int] = set()
         pos = 0
         for kind in kinds:
             made = 0
             while made < per_kind and pos < len(order):
-                row, idx = candidates[order[pos]]
+                row = candidates[order[pos]]
                 pos += 1
-                if idx in used:
-                    continue
                 img = _decode(row.data)
+                region = row.region
                 if kind == "exact":
                     data = row.data
                 elif kind == "jpeg60":
@@ -678,30 +677,20 @@ class _Builder:
                 elif kind == "crop95":
                     dx, dy = round(img.width * 0.025), round(img.height * 0.025)
                     data = _encode(img.crop((dx, dy, img.width - dx, img.height - dy)), "jpg")
+                    region = _inner(region, (dx / img.width, dy / img.height))
                 else:
                     data = _encode(ImageEnhance.Brightness(img).enhance(1.08), "jpg")
                 dup = _decode(data)
-                bits = phash_bits(dup)
-                dist = int(np.count_nonzero(bits != self.pool.bits[idx]))
-                limit = _DUP_MAX_PHASH_CROP if kind == "crop95" else _DUP_MAX_PHASH
-                if dist > limit or min(dup.size) < MIN_SIDE:
+                # Near its parent only: as far from every other distinct image as the rules allow.
+                if min(dup.size) < MIN_SIDE or self.pool.overlap(region, skip=row.region) > MAX_REGION_IOU:
                     continue
-                # Near its parent only: still far from every other distinct image.
-                others = np.ones(self.pool.n, dtype=bool)
-                others[idx] = False
-                d_o = np.count_nonzero(self.pool.bits[: self.pool.n][others] != bits, axis=1)
-                c_o = self.pool.thumbs[: self.pool.n][others] @ thumb_vector(dup)
-                if d_o.min() <= PHASH_MIN_DISTANCE + 2 or c_o.max() >= THUMB_MAX_COSINE - 0.03:
-                    continue
-                used.add(idx)
                 self.rows.append(
                     _Row(
                         "duplicate", row.licence, row.attribution, row.title, data, "jpg",
-                        dup.width, dup.height, parent=row,
+                        dup.width, dup.height, parent=row, region=region,
                         other_source_than_parent=(kind == "exact"),
                     )
                 )
-                self.dup_distances.append((kind, dist))
                 made += 1
 
     def _extra_crop(self, photo_role: str = "packed", good: bool = False):
@@ -710,9 +699,13 @@ class _Builder:
         photos = self._photos(photo_role) or self._photos("packed")
         for attempt in range(60):
             photo, _, src = photos[int(self.rng.integers(len(photos)))]
-            img = _random_crop(src, self.rng)
-            if img is None:
+            spec = _sample_crop(src.size, self.rng)
+            if spec is None:
                 continue
+            region = Region(photo.key, spec.box, spec.flip)
+            if attempt < 40 and not self.pool.fits(region):
+                continue
+            img = _render(src, spec)
             if good:
                 if not passes_quality(img, strict=True):
                     continue
@@ -720,14 +713,12 @@ class _Builder:
                 std, clipped = grey_stats(img)
                 if std < _GEN_GREY_STD or clipped > _GEN_CLIPPED:
                     continue
-            if attempt < 40 and not self.pool.fits(phash_bits(img), thumb_vector(img)):
-                continue
-            return photo, img
-        return photo, img
+            return photo, img, region
+        return photo, img, region
 
-    def _register_extra(self, img: Image.Image) -> None:
-        """Bad rows that still decode join the pool, so they are not near any packed image."""
-        self.pool.add(phash_bits(img), thumb_vector(img))
+    def _register_extra(self, region: Region) -> None:
+        """Bad rows that still decode join the pool, so they do not overlap any packed image."""
+        self.pool.add(region)
 
     def bad_rows(self, per_kind: int) -> None:
         rng = self.rng
@@ -735,13 +726,13 @@ class _Builder:
 
         # truncated: the first 40 % of the bytes of a good JPEG
         for _ in range(per_kind):
-            photo, img = self._extra_crop()
-            self._register_extra(img)
+            photo, img, region = self._extra_crop()
+            self._register_extra(region)
             data = _encode(img, "jpg")
             self.rows.append(
                 _row_from_image(
                     "truncated", photo, self._crop_title(photo),
-                    data[: int(len(data) * 0.4)], "jpg", img.size,
+                    data[: int(len(data) * 0.4)], "jpg", img.size, region=region,
                 )
             )
         # not_image: an HTML error page saved as .jpg
@@ -755,12 +746,12 @@ class _Builder:
             )
         # too_small: a 40x30 thumbnail of a photo
         for _ in range(per_kind):
-            photo, img = self._extra_crop("bad_only")
+            photo, img, region = self._extra_crop("bad_only")
             small = img.resize((40, 30), Image.LANCZOS)
             self.rows.append(
                 _row_from_image(
                     "too_small", photo, self._crop_title(photo), _encode(small, "jpg"), "jpg",
-                    small.size,
+                    small.size, region=region,
                 )
             )
         # blank: uniform grey 500x400
@@ -774,44 +765,39 @@ class _Builder:
             )
         # overexposed: a photo crop blown out: all but its darkest 10 % of pixels pure white
         for _ in range(per_kind):
-            photo, img = self._extra_crop()
+            photo, img, region = self._extra_crop()
             a = np.asarray(img).copy()
             luma = np.asarray(img.convert("L"))
             a[luma > np.percentile(luma, 10)] = 255
             over = Image.fromarray(a, "RGB")
             data = _encode(over, "png")  # PNG keeps the 255s exact
             dec = _decode(data)
-            self._register_extra(dec)
+            self._register_extra(region)
             self.rows.append(
-                _row_from_image("overexposed", photo, self._crop_title(photo), data, "png", dec.size)
+                _row_from_image("overexposed", photo, self._crop_title(photo), data, "png", dec.size,
+                                region=region)
             )
         # blurry: a photo crop under a heavy Gaussian blur that keeps enough contrast not to
         # read as near-blank
         for k in range(per_kind):
             for _attempt in range(20):
-                photo, img = self._extra_crop("bad_only" if k % 2 == 0 else "packed")
+                photo, img, region = self._extra_crop("bad_only" if k % 2 == 0 else "packed")
                 blurred = img.filter(ImageFilter.GaussianBlur(12))
                 if grey_stats(blurred)[0] > _GEN_GREY_STD:
                     break
             data = _encode(blurred, "jpg")
             dec = _decode(data)
-            self._register_extra(dec)
+            self._register_extra(region)
             self.rows.append(
-                _row_from_image("blurry", photo, self._crop_title(photo), data, "jpg", dec.size)
+                _row_from_image("blurry", photo, self._crop_title(photo), data, "jpg", dec.size,
+                                region=region)
             )
 
         def synthetic(title: str) -> tuple[bytes, tuple[int, int]]:
-            for attempt in range(40):
-                w, h = int(rng.integers(420, 560)), int(rng.integers(520, 700))
-                img = _synthetic_pattern(rng, (w, h))
-                data = _encode(img, "jpg")
-                dec = _decode(data)
-                bits, thumb = phash_bits(dec), thumb_vector(dec)
-                if attempt < 30 and not self.pool.fits(bits, thumb):
-                    continue
-                self.pool.add(bits, thumb)
-                return data, dec.size
-            return data, dec.size
+            """A generated picture: an origin of its own, so distinct from everything."""
+            w, h = int(rng.integers(420, 560)), int(rng.integers(520, 700))
+            self._register_extra(self._generated((w, h)))
+            return _encode(_synthetic_pattern(rng, (w, h)), "jpg"), (w, h)
 
         # licence: non-commercial, all rights reserved, share-alike
         kinds = ["by-nc"] * per_kind + ["by-sa"] * per_kind + ["arr"] * max(1, per_kind - 1)
@@ -822,13 +808,15 @@ class _Builder:
                 _Row("license", lic, _GENERATOR, f"Abstract test pattern (restricted) {n_syn}",
                      data, "jpg", size[0], size[1], source=src)
             )
-        for photo, path, _ in self._photos("arr"):
+        for photo, path, src in self._photos("arr"):
             data = path.read_bytes()
             img = _decode(data)
-            self._register_extra(img)
+            region = Region(photo.key, (0.0, 0.0, float(src.width), float(src.height)))
+            self._register_extra(region)
             self.rows.append(
                 _row_from_image("license", photo, photo.title, data,
-                                path.suffix.lstrip(".").lower(), img.size, source=photo.home)
+                                path.suffix.lstrip(".").lower(), img.size, source=photo.home,
+                                region=region)
             )
         # attribution: an attribution licence with the attribution left empty
         for k in range(per_kind):
@@ -850,13 +838,13 @@ class _Builder:
                 )
         # missing_source_id: a good image whose row has no id
         for _ in range(per_kind):
-            photo, img = self._extra_crop(good=True)
+            photo, img, region = self._extra_crop(good=True)
             data = _encode(img, "jpg")
             dec = _decode(data)
-            self._register_extra(dec)
+            self._register_extra(region)
             self.rows.append(
                 _row_from_image("missing_source_id", photo, self._crop_title(photo), data, "jpg",
-                                dec.size, empty_id=True)
+                                dec.size, empty_id=True, region=region)
             )
 
     # -- layout ------------------------------------------------------------------------
@@ -897,15 +885,16 @@ def _write_csv(path: Path, header: tuple[str, ...], records: list[dict]) -> None
             w.writerow([rec[c] for c in header])
 
 
-def build_demo(out_dir: Path, seed: int = 0, n_variants: int = 300) -> Path:
+def build_demo(out_dir: Path, seed: int = 0, n_variants: int = N_DISTINCT) -> Path:
     """Writes out_dir/images/*, out_dir/manifests/{wikimedia.csv, flickr.jsonl},
-    out_dir/expected.csv; returns out_dir.
+    out_dir/expected.csv, out_dir/regions.csv; returns out_dir.
 
-    ``n_variants`` is the number of distinct good images (the shipped originals, crops of
-    them and a few generator-made CC BY pictures; never fewer than the originals). Planted
-    near-duplicates (5 kinds, up to 4 of each: 20 at the default) and 3 bad rows of each
-    kind come on top. Existing ``img_*`` files in ``out_dir/images`` are removed first so
-    that a rebuild is exact.
+    ``n_variants`` is the number of distinct good images asked for (the shipped originals,
+    crops of them and a few generator-made CC BY pictures; never fewer than the originals);
+    the photos hold only so many regions that overlap by at most MAX_REGION_IOU (about 110),
+    so a larger ask gets what fits. Planted near-duplicates (5 kinds, up to 4 of each: 20 at
+    the default) and 3 bad rows of each kind come on top. Existing ``img_*`` files in
+    ``out_dir/images`` are removed first so that a rebuild is exact.
     """
     out_dir = Path(out_dir).resolve()
     images = out_dir / "images"
@@ -918,9 +907,9 @@ def build_demo(out_dir: Path, seed: int = 0, n_variants: int = 300) -> Path:
 
     b = _Builder(seed, n_variants)
     b.originals()
-    b.synthetic_cc_by(min(6, max(0, n_variants // 40)))
+    b.synthetic_cc_by(min(6, max(0, n_variants // 16)))
     b.variants()
-    b.near_duplicates(per_kind=max(1, min(4, round(n_variants / 75))))
+    b.near_duplicates(per_kind=max(1, min(4, round(n_variants / 25))))
     b.bad_rows(per_kind=3)
     rows = b.assign()
 
@@ -970,6 +959,13 @@ def build_demo(out_dir: Path, seed: int = 0, n_variants: int = 300) -> Path:
         for r in ordered
     ]
     _write_csv(out_dir / "expected.csv", EXPECTED_COLUMNS, expected)
+    regions = [
+        {"source": r.source, "source_id": r.source_id, "origin": r.region.origin,
+         **{c: f"{v:.2f}" for c, v in zip(("x0", "y0", "x1", "y1"), r.region.box)},
+         "mirrored": int(r.region.mirrored)}
+        for r in ordered if r.region is not None
+    ]
+    _write_csv(out_dir / REGIONS_FILE, REGION_COLUMNS, regions)
     return out_dir
 
 
@@ -977,7 +973,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-variants", type=int, default=300)
+    ap.add_argument("--n-variants", type=int, default=N_DISTINCT)
     args = ap.parse_args(argv)
     print(build_demo(args.out_dir, seed=args.seed, n_variants=args.n_variants))
 

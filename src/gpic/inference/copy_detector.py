@@ -22,7 +22,7 @@ class CopyDetector:
     preprocessing: short side resized to `image_size` (288), aspect ratio kept, ImageNet
     normalisation; descriptors L2-normalised and returned as float16 (what is stored)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", image_size: int = 288, center_crop: bool = False):
+    def __init__(self, path: str | Path, device: str = "cpu", image_size: int = 288):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"copy-detection model not found: {path}")
@@ -32,9 +32,8 @@ class CopyDetector:
         self.device = device
         self.model_id = path.name
         self.revision = weights_revision(path)
-        crop = [T.CenterCrop(image_size)] if center_crop else []
         self.transform = T.Compose([
-            T.Resize(image_size), T.PILToTensor(), *crop,  # PIL bilinear on the short side, as SSCD's Resize(288)
+            T.Resize(image_size), T.PILToTensor(),  # PIL bilinear on the short side, as SSCD's Resize(288)
             T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ])
 

@@ -91,6 +91,17 @@ def funnel_section(summary: dict) -> str:
             + ", ".join(f"{n} {state}" for state, n in states.items()) + f"; {conserved}.</p>")
 
 
+def judge_section(summary: dict) -> str:
+    """How many judged keys got an answer outside the closed set: a judge that mostly does
+    not answer decides nothing, and the funnel alone would not show it."""
+    judge = summary["judge"]
+    line = (f"<h2>Judge answers</h2><p>{judge['judged']} keys judged; {judge['unparseable']} with an unparseable "
+            f"answer ({judge['unparseable_fraction']:.0%}), {judge['passed_unparseable']} of them passed.</p>")
+    if judge["warning"]:
+        line += f'<p style="color:#b00;font-weight:bold">Warning: {html.escape(judge["warning"])}.</p>'
+    return line
+
+
 def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame) -> str:
     """Plots of what was packed; a run that packed nothing, or left a split empty, says so."""
     counts = index["split"].value_counts().reindex(SPLITS, fill_value=0)
@@ -186,7 +197,8 @@ def write_report(results: str | Path, config: Config, out: str | Path, samples: 
     decisions = read_table(layout.decisions)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>GPIC run report</title><style>{STYLE}</style>"
             f"</head><body><h1>GPIC run report</h1><p class='muted'>{html.escape(str(results.resolve()))}, "
-            f"{config['shards']} shards</p>" + funnel_section(summary) + corpus_section(index, decisions)
+            f"{config['shards']} shards</p>" + funnel_section(summary) + judge_section(summary)
+            + corpus_section(index, decisions)
             + kept_section(results, index, samples) + dropped_section(results, 3)
             + cost_section(estimate(results, config)) + "</body></html>")
     out = Path(out)

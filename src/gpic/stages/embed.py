@@ -59,7 +59,7 @@ def read_descriptors(table: pd.DataFrame) -> np.ndarray:
 
 def load_model(cfg: Config) -> CopyDetector:
     embed = cfg["embed"]
-    return CopyDetector(embed["model"], embed["device"], embed["image_size"], embed["center_crop"])
+    return CopyDetector(embed["model"], embed["device"], embed["image_size"])
 
 
 def run(files: ShardFiles, cfg: Config, *, model: CopyDetector | None = None) -> pd.DataFrame:

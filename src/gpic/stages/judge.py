@@ -6,21 +6,27 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from gpic.config import Config, JudgeConfig
 from gpic.identity import config_hash
 from gpic.images import load_batches
-from gpic.inference.vlm import VisionLanguageModel
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
 from gpic.store import read_table, read_tar, stamp, write_table
+
+if TYPE_CHECKING:  # imported when a model is loaded: `gpic summary` reads judge tables without torch
+    from gpic.inference.vlm import VisionLanguageModel
 
 log = logging.getLogger(__name__)
 
 STAGE = STAGES["judge"]
 COLUMNS = ["key", "judge_verdict", "judge_reason"]  # then {criterion}_answer, {criterion}_outcome per criterion
+# Above this fraction of judged keys with an answer outside the closed set, the judge is not
+# judging (a wrong prompt, template or checkpoint; the demo's random tiny model): say so, loudly.
+UNPARSEABLE_WARN = 0.5
 
 
 def parse_answer(text: str, accept: list[str], reject: list[str]) -> str:
@@ -46,6 +52,30 @@ def decide(outcomes: dict[str, str], answers: dict[str, str], on_unparseable: st
         if outcome == "unparseable" and on_unparseable == "drop":
             return "drop", f"judge {criterion} unparseable: {answers[criterion][:40]}"
     return "pass", ""
+
+
+def answer_health(table: pd.DataFrame) -> dict:
+    """How well the model kept to the closed answer set, from a judge table: keys judged (a
+    failed decode has no answer), keys with at least one unparseable answer (and per criterion),
+    and of those the ones that passed, which only `on_unparseable: keep` lets through."""
+    outcomes = [c for c in table.columns if c.endswith("_outcome")]
+    judged = table[table["judge_verdict"] != "failed"]
+    unparseable = judged[outcomes].eq("unparseable")
+    hit = unparseable.any(axis=1)
+    return {"judged": int(len(judged)), "unparseable": int(hit.sum()),
+            "passed_unparseable": int((hit & judged["judge_verdict"].eq("pass")).sum()),
+            "criteria": {c.removesuffix("_outcome"): int(unparseable[c].sum()) for c in outcomes}}
+
+
+def health_warning(health: dict) -> str:
+    """A one-line warning when most judged keys got an unparseable answer, else ''."""
+    judged, bad = health["judged"], health["unparseable"]
+    if not judged or bad / judged <= UNPARSEABLE_WARN:
+        return ""
+    passed = health["passed_unparseable"]
+    fate = f"on_unparseable: keep passed {passed} of them unjudged" if passed else "none of them passed"
+    return (f"judge answers mostly unparseable: {bad} of {judged} judged keys ({bad / judged:.0%}) got an answer "
+            f"outside the closed set; {fate}")
 
 
 def judge_shard(filter_table: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar: str | Path, cfg: JudgeConfig,
@@ -78,10 +108,14 @@ def judge_shard(filter_table: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar
     table = stamp(table, "judge", cfg, prompt_hash=config_hash(criteria), **extra)
     write_table(table, out_path)
     log.info("judge verdicts: %s", table["judge_verdict"].value_counts().to_dict())
+    if warning := health_warning(answer_health(table)):
+        log.warning("%s (shard table %s)", warning, out_path)
     return table
 
 
 def load_model(cfg: Config) -> VisionLanguageModel:
+    from gpic.inference.vlm import VisionLanguageModel
+
     judge = cfg["judge"]
     return VisionLanguageModel(judge["model"], device=judge["device"], max_pixels=judge["max_pixels"])
 
