@@ -44,10 +44,14 @@ def lineage(key: str, results: Path = RESULTS_LAYOUT.root, as_json: bool = typer
 
 @app.command()
 def summary(results: Path = RESULTS_LAYOUT.root, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Final states per shard and per stage/reason; fails if any shard's counts do not add up."""
+    """Final states per shard and per stage/reason, and how many judge answers were unparseable
+    (a warning when most were); fails if any shard's counts do not add up."""
+    from rich.console import Console
+
     from gpic.stages.provenance import summarise
 
     report = summarise(results)
+    judge = report["judge"]
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -59,8 +63,16 @@ def summary(results: Path = RESULTS_LAYOUT.root, as_json: bool = typer.Option(Fa
         for row in report["reasons"]:
             reasons.add_row(row["state"], row["stage"], Text(printable(row["reason"])), str(row["keys"]))
         console.print(reasons)
+        console.print(f"judge answers: {judge['judged']} keys judged, {judge['unparseable']} with an unparseable "
+                      f"answer ({judge['unparseable_fraction']:.0%})", soft_wrap=True)
+    if judge["warning"]:  # under --json on stderr, so that stdout stays JSON and a person still sees it
+        shown = Text(f"WARNING: {judge['warning']}", style="bold yellow")
+        (Console(stderr=True) if as_json else console).print(shown, soft_wrap=True)
     if not report["conserved"]:
-        console.print("[red]counts do not conserve: in != packed + dropped + failed[/red]")
+        shards = report["unconserved"]
+        console.print(f"[red]counts do not conserve (in, distinct keys, rows, packed + dropped + failed differ) in "
+                      f"{len(shards)} shard(s): {', '.join(shards[:20])}{' ...' if len(shards) > 20 else ''}[/red]",
+                      soft_wrap=True)
         raise typer.Exit(1)
 
 

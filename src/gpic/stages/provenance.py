@@ -113,18 +113,33 @@ def _plain(value):
 
 
 def summarise(results: str | Path) -> dict:
-    """Counts of final states per shard, and per (state, stage, reason) over all shards."""
+    """Counts of final states per shard, and per (state, stage, reason) over all shards; and
+    the health of the judge's answers, since a judge answering outside its closed set passes
+    (or drops) everything without any verdict saying so."""
+    from gpic.stages.judge import answer_health, health_warning
+
     layout = Layout(Path(results))
     partition = json.loads(layout.partition.read_text())
     frames, shards = [], {}
+    judge = {"judged": 0, "unparseable": 0, "passed_unparseable": 0, "criteria": {}}
     for shard in sorted(partition["per_shard"]):
         table = read_table(layout.table("provenance", shard))
         counts = table["state"].value_counts()
-        shards[shard] = {"in": partition["per_shard"][shard], "keys": int(len(table)),
-                         **{s: int(counts.get(s, 0)) for s in STATES}}
+        shards[shard] = {"in": partition["per_shard"][shard], "keys": int(table["key"].nunique()),
+                         "rows": int(len(table)), **{s: int(counts.get(s, 0)) for s in STATES}}
         frames.append(table)
-    conserved = all(c["in"] == c["keys"] == c["packed"] + c["dropped"] + c["failed"] for c in shards.values())
+        if layout.table("judge", shard).exists():
+            health = answer_health(read_table(layout.table("judge", shard)))
+            for name in ("judged", "unparseable", "passed_unparseable"):
+                judge[name] += health[name]
+            for criterion, n in health["criteria"].items():
+                judge["criteria"][criterion] = judge["criteria"].get(criterion, 0) + n
+    judge["unparseable_fraction"] = round(judge["unparseable"] / judge["judged"], 4) if judge["judged"] else 0.0
+    judge["warning"] = health_warning(judge)
+    unconserved = [shard for shard, c in shards.items()
+                   if not c["in"] == c["keys"] == c["rows"] == c["packed"] + c["dropped"] + c["failed"]]
     everything = pd.concat(frames, ignore_index=True)
     generic = everything["reason"].str.split(":").str[0]  # reasons read "<kind>: <detail>"
     grouped = everything.assign(reason=generic).groupby(["state", "stage", "reason"]).size().reset_index(name="keys")
-    return {"shards": shards, "conserved": conserved, "reasons": grouped.to_dict("records")}
+    return {"shards": shards, "conserved": not unconserved, "unconserved": unconserved,
+            "reasons": grouped.to_dict("records"), "judge": judge}
