@@ -106,6 +106,11 @@ class CaptionConfig(TypedDict):
     levels: dict[str, Level]
 
 
+class PackConfig(TypedDict):
+    schema: Literal["ours", "gpic"]
+    caption_type: Literal["tag", "short", "medium", "long"]
+
+
 class EvalConfig(TypedDict):
     model: str
     device: str
@@ -125,6 +130,16 @@ class CostConfig(TypedDict):
     gpu_images_per_s: dict[str, float]
 
 
+class ModelSource(TypedDict, total=False):
+    """A pinned checkpoint of config `models:`: a hub repo at a commit, or a file by URL and sha256."""
+
+    repo_id: str
+    revision: str
+    url: str
+    sha256: str
+    stages: list[str]
+
+
 class Config(TypedDict, total=False):
     """A validated config; a job is given the sections its rule passes (Snakemake reruns a
     job when one of its sections changes), so every section is optional here."""
@@ -142,9 +157,11 @@ class Config(TypedDict, total=False):
     embed: EmbedConfig
     dedup: DedupConfig
     caption: CaptionConfig
+    pack: PackConfig
     eval: EvalConfig
     publish: PublishConfig
     cost: CostConfig
+    models: dict[str, ModelSource]
 
 
 SECTIONS = dict(Config.__annotations__)  # for the schema test

@@ -13,14 +13,21 @@ the samples whose index in the tar is congruent to its turn among that shard's c
 exactly-once still holds, each consumer still reads a single tar and decodes only its samples.
 Consumers can end an epoch a few batches apart: with DDP, train a fixed number of steps.
 
+Records. A sample's `{key}.json` is ours or GPIC's published record (`gpic.contracts.read_record`,
+members in any order within a sample). A GPIC record holds one caption: the requested level
+is used when the record has it (ours has all four; `pack.schema: gpic` writes all four under
+GPIC's names), else the record's own caption, and the sample's `level` says which (our names:
+GPIC's `tag` is `label`).
+
 Resume. The state counts, per consumer, the samples taken out of its shuffle buffer (yielded
 or skipped as corrupt). The buffer's choices depend only on the number of items pushed, so a
 restarted consumer replays it over sample positions alone (each shard's count comes from its
-parquet index's footer), re-reads from the oldest shard still in the buffer without decoding,
-and continues with exactly the samples it had not yielded. With workers, `Loader` records each
-batch's position as the training loop receives it (prefetched batches are read again); resume
-needs the same shards, seed, shuffle buffer, ranks and `num_workers`, and `load_state_dict`
-or the first iteration says which differs.
+parquet index's footer, beside the tar or in `index_dir`: `gpic index` builds them), re-reads
+from the oldest shard still in the buffer without decoding, and continues with exactly the
+samples it had not yielded. With workers, `Loader` records each batch's position as the
+training loop receives it (prefetched batches are read again); resume needs the same shards,
+seed, shuffle buffer, ranks and `num_workers`, and `load_state_dict` or the first iteration
+says which differs.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ import bisect
 import hashlib
 import io
 import itertools
-import json
 import logging
 import math
 import random
@@ -51,16 +57,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from gpic.contracts import LEVELS
+from gpic.contracts import IMAGE_EXTENSIONS, LEVEL_OF_CAPTION_TYPE, LEVELS, member_key, read_record
 from gpic.images import ROTATED, normalise, orientation
 from gpic.layout import RESULTS_LAYOUT
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 # What a corrupt sample raises: PIL (OSError, SyntaxError, bombs), torchvision (RuntimeError),
-# json (ValueError) and a record without the chosen caption (KeyError, TypeError).
+# json or a record in neither schema (ValueError, KeyError) and a record without the chosen caption
+# (KeyError, TypeError).
 CORRUPT = (OSError, SyntaxError, ValueError, RuntimeError, KeyError, TypeError, Image.DecompressionBombError)
 
 
@@ -269,28 +275,30 @@ def _tar_samples(url: str, wanted: Callable[[int], bool]) -> Iterator[tuple[int,
                 continue
             if not info.isfile():
                 continue
-            folder, _, base = name.rpartition("/")
-            stem, _, ext = base.partition(".")
-            stem = f"{folder}/{stem}" if folder else stem
+            stem, ext = member_key(name)
             if stem != key:
                 if members is not None:
                     yield index, key, members
                 index, key = index + 1, stem
                 members = {} if wanted(index) else None
             if members is not None:
-                members[ext.lower()] = tar.extractfile(info).read()
+                members[ext] = tar.extractfile(info).read()
         if members is not None:
             yield index, key, members
 
 
-def _index_rows(url: str) -> int:
-    """Samples in a shard, from its parquet index's footer (one small read, also remote)."""
-    index = url[:-len(".tar")] + ".parquet" if url.endswith(".tar") else url + ".parquet"
+def _index_rows(url: str, index_dir: str | None = None) -> int:
+    """Samples in a shard, from its parquet index's footer (one small read, also remote):
+    `x.parquet` beside `x.tar`, or `index_dir/x.parquet` (where `gpic index --out` puts it)."""
+    stem = url[:-len(".tar")] if url.endswith(".tar") else url
+    index = f"{index_dir.rstrip('/')}/{PurePosixPath(stem).name}.parquet" if index_dir else stem + ".parquet"
     try:
         with fsspec.open(index, "rb") as stream:
             return pq.ParquetFile(stream).metadata.num_rows
     except FileNotFoundError:
-        raise FileNotFoundError(f"resuming needs the parquet index beside each shard: {index} not found") from None
+        where = f"in index_dir {index_dir}" if index_dir else "beside each shard"
+        raise FileNotFoundError(f"resuming needs the parquet index {where}: {index} not found (build it with "
+                                "`gpic index`)") from None
 
 
 class _Buffer:
@@ -320,9 +328,11 @@ class PackedDataset(IterableDataset):
     """Samples `{"key", "image": uint8 (3, H, W), "caption", "level", "_position"}` of packed
     shards; `_position` is (consumer, taken, skipped), the bookkeeping `Loader` saves.
 
-    `size` is an int or (height, width). `caption` is a level (label/short/medium/long) or
-    {level: weight} for a per-sample mix,
-    drawn from a hash of (seed, epoch, key) so it does not depend on workers or resume.
+    `size` is an int or (height, width). `caption` is a level (label/short/medium/long; GPIC's
+    `tag` is `label`) or {level: weight} for a per-sample mix, drawn from a hash of (seed,
+    epoch, key) so it does not depend on workers or resume; a GPIC record without the drawn
+    level gives its own caption and level. `index_dir` is where the parquet indexes are, when
+    not beside the tars (only resume reads them).
     `rank`/`world_size` default to torch.distributed's when it is initialised; each rank saves
     its own state. Call `set_epoch(n)` before each epoch (same shard order otherwise, as with
     DistributedSampler)."""
@@ -330,12 +340,13 @@ class PackedDataset(IterableDataset):
     def __init__(self, shards: str | Path | list[str | Path], *, size: int | tuple[int, int] = 256,
                  caption: str | dict[str, float] = "long", seed: int = 0, shuffle_buffer: int = 1000,
                  rank: int | None = None, world_size: int | None = None, card: str = str(RESULTS_LAYOUT.packed_root),
-                 split: str = "train"):
+                 split: str = "train", index_dir: str | Path | None = None):
         self.shards = resolve_shards(shards, card, split)
         if not self.shards:
             raise ValueError(f"no shards in {shards!r}")
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         weights = {caption: 1.0} if isinstance(caption, str) else dict(caption)
+        weights = {LEVEL_OF_CAPTION_TYPE.get(level, level): weight for level, weight in weights.items()}
         unknown = set(weights) - set(LEVELS)
         if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
             raise ValueError(f"caption must be one of {LEVELS} or a mapping of them to weights, got {caption!r}")
@@ -348,6 +359,7 @@ class PackedDataset(IterableDataset):
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
         self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
+        self.index_dir = str(index_dir) if index_dir else None
         self.workers = 1  # DataLoader workers per rank that `_position` refers to
         self._position: dict[int, tuple[int, int]] = {}  # consumer -> (taken from buffer, skipped)
 
@@ -411,10 +423,7 @@ class PackedDataset(IterableDataset):
             ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
             if ext is None or "json" not in members:
                 raise KeyError(f"members {sorted(members)}: need an image and a json")
-            level = self._level(key)
-            caption = json.loads(members["json"])["captions"][level]
-            if not isinstance(caption, str):
-                raise TypeError(f"{level} caption is {type(caption).__name__}, not str")
+            level, caption = read_record(members["json"]).caption(self._level(key))
             image = decode_image(members[ext], self.size)
         except CORRUPT as error:
             log.warning("%s: skipping sample %s: %s: %s", url, key, type(error).__name__, error)
@@ -426,7 +435,7 @@ class PackedDataset(IterableDataset):
         position not yet pushed (the buffer then holds placeholders for what it held)."""
         count = 0
         for p, (url, stride, offset) in enumerate(plan):
-            for i in range(offset, _index_rows(url), stride):
+            for i in range(offset, _index_rows(url, self.index_dir), stride):
                 if buffer.push(((p, i), None, None)) is not None:
                     count += 1
                     if count == taken:

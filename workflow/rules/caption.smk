@@ -18,6 +18,6 @@ rule caption:
         runtime=720 * PER_JOB,
         gpu=on_gpu("caption"),
     params:
-        config={k: config[k] for k in ("caption", "tiers", "shards")},
+        config={k: config[k] for k in ("caption", "pack", "tiers", "shards")},
     script:
         "../scripts/caption.py"

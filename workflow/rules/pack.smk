@@ -16,6 +16,6 @@ rule pack_heldout:
         mem_mb=8000,
         runtime=60,
     params:
-        config={k: config[k] for k in ("splits", "tiers", "shards")},
+        config={k: config[k] for k in ("splits", "pack", "tiers", "shards")},
     script:
         "../scripts/pack.py"

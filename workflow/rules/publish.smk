@@ -18,5 +18,6 @@ rule publish:
         shards=config["shards"],
         tiers=config["tiers"],
         publish=config["publish"],
+        pack=config["pack"],
     script:
         "../scripts/publish.py"

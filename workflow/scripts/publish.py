@@ -8,4 +8,4 @@ from gpic.layout import Layout  # noqa: E402
 from gpic.stages import publish  # noqa: E402
 
 params = snakemake.params
-publish.run(Layout(), {"shards": params.shards, "tiers": params.tiers, "publish": params.publish})
+publish.run(Layout(), {"shards": params.shards, "tiers": params.tiers, "publish": params.publish, "pack": params.pack})

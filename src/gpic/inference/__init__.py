@@ -5,6 +5,7 @@ records the checkpoint's identity. `vlm` (Qwen3-VL: judge and captioner), `copy_
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -19,3 +20,12 @@ def quiet_progress_bars():
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+def checkpoint_name(path: Path) -> str:
+    """A checkpoint's name from its folder: the repo id in huggingface_hub's cache layout
+    (.../models--Org--Name/snapshots/<commit>, where `gpic models fetch` puts hub models),
+    else the folder's name."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name[len("models--"):].replace("--", "/")
+    return path.name

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from gpic.identity import weights_revision
-from gpic.inference import quiet_progress_bars
+from gpic.inference import checkpoint_name, quiet_progress_bars
 
 
 class DinoV2Features:
     """A local DINOv2 checkpoint (transformers `AutoModel`) and its identity: the folder name
-    and the hash of its weight files (gpic.identity.weights_revision)."""
+    (the repo id in the hub cache layout) and the hash of its weight files (gpic.identity.weights_revision)."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         import torch
@@ -27,7 +27,7 @@ class DinoV2Features:
             self.model = AutoModel.from_pretrained(path, dtype=torch.float32, local_files_only=True,
                                                    use_safetensors=True).eval().to(device)
         self.device = device
-        self.model_id = path.name
+        self.model_id = checkpoint_name(path)
         self.revision = weights_revision(path)
         self.dim = int(self.model.config.hidden_size)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from gpic.identity import weights_revision
+from gpic.inference import checkpoint_name
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -58,10 +59,7 @@ def _model_id(path: Path, config: dict) -> str:
     name = str(config.get("_name_or_path") or "").strip()
     if name and not name.startswith(("/", ".", "~")) and not Path(name).exists():
         return name
-    # Hugging Face cache layout: .../models--Org--Name/snapshots/<commit>
-    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.parent.parent.name[len("models--") :].replace("--", "/")
-    return path.name
+    return checkpoint_name(path)
 
 
 class VisionLanguageModel:

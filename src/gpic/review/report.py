@@ -139,11 +139,19 @@ def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame) -> str:
             + "".join(f'<img src="{png(fig)}" alt="">' for fig in (fig1, fig2, fig3)) + "</div>")
 
 
+def sample_captions(row) -> tuple[str, str]:
+    """The two shortest captions of an index row: label and short for ours; an index of GPIC
+    records (`gpic index`) holds one level per sample, shown instead of an empty label."""
+    held = [text for text in (getattr(row, level) for level in LEVELS) if text] + ["", ""]
+    return held[0], held[1]
+
+
 def kept_section(results: Path, index: pd.DataFrame, n: int) -> str:
     cells = []
     for row in index.sort_values("key").head(n).itertuples():
         data = read_member(Layout(results).packed_root / row.split / row.tar, row.image_offset, row.image_size)
-        cells.append(figure_html(thumbnail(data), [f"<b>{shown(row.label)}</b>", shown(row.short),
+        label, short = sample_captions(row)
+        cells.append(figure_html(thumbnail(data), [f"<b>{shown(label)}</b>", shown(short),
                                                    f"<code>{row.key}</code> {shown(row.license_id)}"]))
     if not cells:
         return "<h2>Kept samples</h2><p>None: no sample was packed.</p>"

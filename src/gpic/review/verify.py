@@ -1,6 +1,10 @@
 """`gpic verify`: the checks a consumer would otherwise discover the hard way, run on the
 files as they are on disk: checksums, each index against its tar, each key in one place, and
-every key of every shard accounted for in provenance (in = packed + dropped + failed)."""
+every key of every shard accounted for in provenance (in = packed + dropped + failed).
+
+`verify_packed` checks a folder of tars alone (GPIC's published shards, indexed by `gpic
+index`): index against tar, records in either schema, no key twice, and SHA256SUMS when
+there is one; it says which checks it could not run. A results folder gets every check."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
-from gpic.contracts import STATES, SampleRecord
+from gpic.contracts import STATES, GpicSampleRecord, read_record
 from gpic.identity import file_sha256
+from gpic.index import index_path, split_of_tar
 from gpic.layout import Layout
 from gpic.store import read_table
 
@@ -37,10 +42,12 @@ def check_checksums(packed: Path) -> list[str]:
     return problems
 
 
-def check_index(tar_path: Path, index: pd.DataFrame) -> list[str]:
-    """The index names exactly the tar's members, at the right offsets, with the right bytes."""
-    name = f"{tar_path.parent.name}/{tar_path.name}"
-    split = tar_path.parent.name
+def check_index(tar_path: Path, index: pd.DataFrame, name: str | None = None, split: str | None = None,
+                ours: bool = True) -> list[str]:
+    """The index names exactly the tar's members, at the right offsets, with the right bytes.
+    `ours`: the records are what our pack writes (else any SampleRecord or GPIC record)."""
+    name = name or f"{tar_path.parent.name}/{tar_path.name}"
+    split = tar_path.parent.name if split is None else split
     problems = []
     with tarfile.open(tar_path) as tar:
         members: dict[str, tarfile.TarInfo] = {}
@@ -69,17 +76,25 @@ def check_index(tar_path: Path, index: pd.DataFrame) -> list[str]:
                 if kind == "image" and hashlib.sha256(data).hexdigest() != row.sha256:
                     problems.append(f"{name}: {info.name} bytes do not match the sha256 in the index")
                 if kind == "json":
-                    problems += _check_record(name, info.name, data, row.key, split)
+                    problems += _check_record(name, info.name, data, row, split, ours)
     return problems
 
 
-def _check_record(tar_name: str, member: str, data: bytes, key: str, split: str) -> list[str]:
+def _check_record(tar_name: str, member: str, data: bytes, row, split: str, ours: bool) -> list[str]:
+    """Ours must name the key and split of its place; GPIC's (no train/val/test in it) the key
+    and the index's tier; written by our pack, GPIC's must carry everything ours would."""
     try:
-        record = SampleRecord.model_validate_json(data)
+        record = read_record(data, check=True)
+        if ours and record.record_schema == "gpic":
+            GpicSampleRecord.model_validate_json(data)
     except ValidationError as exc:
         return [f"{tar_name}: {member} is not a valid sample record: {exc.errors()[0]['msg']}"]
-    if record.key != key or record.split != split:
+    except (ValueError, KeyError) as exc:
+        return [f"{tar_name}: {member} is not a valid sample record: {exc}"]
+    if record.record_schema == "ours" and (record.key != row.key or (split and record.split != split)):
         return [f"{tar_name}: {member} says key {record.key} split {record.split}"]
+    if record.record_schema == "gpic" and (record.key != row.key or record.tier != row.tier):
+        return [f"{tar_name}: {member} says key {record.key} tier {record.tier}, the index {row.key} {row.tier}"]
     return []
 
 
@@ -123,6 +138,34 @@ def check_provenance(results: Path, indexes: dict[str, pd.DataFrame]) -> list[st
     problems += [f"key {k} is packed in provenance but in no index" for k in sorted(packed - in_tars)]
     problems += [f"key {k} is in an index but not packed in provenance" for k in sorted(in_tars - packed)]
     return problems
+
+
+def verify_packed(folder: str | Path, index_dir: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """(problems, notes) of a folder of tars without a results folder around it: every tar
+    under it (any depth) against its index (beside it or in `index_dir`), records of either
+    schema, no key twice; SHA256SUMS is checked when present. Provenance cannot be: there is
+    none, and the notes say so."""
+    folder = Path(folder)
+    tars = sorted(folder.rglob("*.tar"))
+    problems = [] if tars else [f"{folder}: no .tar files"]
+    notes = ["provenance not checked (in = packed + dropped + failed needs a results folder)"]
+    if (folder / "SHA256SUMS").exists():
+        problems += check_checksums(folder)
+    else:
+        notes.append(f"checksums not checked: {folder / 'SHA256SUMS'} does not exist")
+    indexes = {}
+    for tar_path in tars:
+        name = str(tar_path.relative_to(folder))
+        path = Path(index_path(str(tar_path), index_dir))
+        if not path.exists():
+            problems.append(f"{name}: no index at {path} (build it with `gpic index`)")
+            continue
+        try:
+            indexes[name] = read_table(path)
+            problems += check_index(tar_path, indexes[name], name, split_of_tar(str(tar_path)), ours=False)
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            problems.append(f"{name}: unreadable: {exc}")
+    return problems + check_keys(indexes), notes
 
 
 def verify(results: str | Path) -> list[str]:

@@ -1,5 +1,9 @@
 """The pack stage: static webdataset tars of the original image bytes plus a JSON record,
-and next to each tar a parquet index with every member's byte offset and size."""
+and next to each tar a parquet index with every member's byte offset and size.
+
+The record is ours (`SampleRecord`) or, with config `pack.schema: gpic`, GPIC's published one
+(`gpic.contracts.to_gpic`); the index has the same columns (INDEX_SCHEMA) either way, so every
+reader of indexes ignores the choice."""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from gpic.config import Config, tier_of_shard
-from gpic.contracts import LEVELS, Captions, SampleRecord
+from gpic.config import Config, PackConfig, tier_of_shard, tier_shard_counts
+from gpic.contracts import LEVELS, Captions, SampleRecord, to_gpic
 from gpic.identity import shard_name
 from gpic.layout import Layout, ShardFiles, bucket_range
 from gpic.stages import STAGES
@@ -71,9 +75,16 @@ def record(row: dict, tier: str) -> SampleRecord:
                         caption_model=row["caption_model_id"], caption_model_revision=row["caption_model_revision"])
 
 
-def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path,
-         index_path: str | Path) -> pd.DataFrame:
-    """Pack the `split` samples of the given raw shards into one tar and its index."""
+DEFAULT_PACK: PackConfig = {"schema": "ours", "caption_type": "long"}  # the schema's defaults
+
+
+def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path, index_path: str | Path,
+         options: PackConfig | None = None, tiers: list[str] | None = None) -> pd.DataFrame:
+    """Pack the `split` samples of the given raw shards into one tar and its index.
+    `options` is config `pack` (record schema); `tiers`, the tiers holding the shard smallest
+    first (GPIC's `split`; default just `tier`)."""
+    options = {**DEFAULT_PACK, **(options or {})}
+    tiers = list(tiers or [tier])
     tar_name = Path(tar_path).name
     members, index_rows = [], []
     for shard_inputs in inputs:
@@ -81,8 +92,9 @@ def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path,
         for row in pa.Table.from_pandas(table, preserve_index=False).to_pylist():  # 6x faster than to_dict
             ext = row["raw_member"].rsplit(".", 1)[-1]
             meta = record(row, tier)
+            stored = meta if options["schema"] == "ours" else to_gpic(meta, tiers, options["caption_type"])
             image_name, json_name = f"{row['key']}.{ext}", f"{row['key']}.json"
-            members += [(image_name, raw[row["raw_member"]]), (json_name, meta.model_dump_json().encode())]
+            members += [(image_name, raw[row["raw_member"]]), (json_name, stored.model_dump_json().encode())]
             flat = meta.model_dump(exclude={"captions"}) | meta.captions.model_dump()
             index_rows.append({**flat, "tar": tar_name, "image_member": image_name, "json_member": json_name})
     offsets = write_tar(tar_path, members)
@@ -109,11 +121,17 @@ def shard_inputs(files: ShardFiles) -> ShardInputs:
                        raw=str(files.raw))
 
 
+def tiers_of_shard(cfg: Config, shard: int) -> list[str]:
+    """Every tier whose prefix holds train shard `shard`, smallest first (tiers are nested)."""
+    names = list(tier_shard_counts(cfg["tiers"], cfg["shards"]))
+    return names[names.index(tier_of_shard(cfg["tiers"], cfg["shards"], shard)):]
+
+
 def run(files: ShardFiles, cfg: Config, *, model=None) -> pd.DataFrame:
     """Pack train shard i from raw shard i; its tier is the smallest whose prefix holds it."""
     tar, index = files.packed("train", files.shard)
-    tier = tier_of_shard(cfg["tiers"], cfg["shards"], int(files.shard))
-    return pack([shard_inputs(files)], "train", tier, tar, index)
+    tiers = tiers_of_shard(cfg, int(files.shard))
+    return pack([shard_inputs(files)], "train", tiers[0], tar, index, cfg.get("pack"), tiers)
 
 
 def gather(files: Layout, cfg: Config, split: str, bucket: str) -> pd.DataFrame:
@@ -121,5 +139,6 @@ def gather(files: Layout, cfg: Config, split: str, bucket: str) -> pd.DataFrame:
     packed shard (held-out shards belong to every tier, like train shard 0)."""
     shards = bucket_range(int(bucket), cfg["splits"][f"{split}_shards"], cfg["shards"])
     inputs = [shard_inputs(files.shard(shard_name(s))) for s in shards]
-    return pack(inputs, split, tier_of_shard(cfg["tiers"], cfg["shards"], 0), files.packed(split, bucket, "tar"),
-                files.packed(split, bucket, "parquet"))
+    tiers = tiers_of_shard(cfg, 0)
+    return pack(inputs, split, tiers[0], files.packed(split, bucket, "tar"), files.packed(split, bucket, "parquet"),
+                cfg.get("pack"), tiers)

@@ -1,16 +1,19 @@
-"""The publish stage: a dataset card the Hugging Face `datasets` library can load (YAML
-`configs:` per tier) and a checksum manifest of every packed file."""
+"""The publish stage: a dataset card whose metadata is the hub's (huggingface_hub's dataset card
+data: licence, size bucket, tasks) and that the `datasets` library can load (YAML `configs:`
+per tier), and a checksum manifest of every packed file."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Literal, get_origin
 
-import yaml
+from huggingface_hub import DatasetCardData
 from pydantic import BaseModel
 
 from gpic import __version__
 from gpic.config import Config, tier_shard_counts
-from gpic.contracts import HELD_OUT, SampleRecord
+from gpic.contracts import HELD_OUT, GpicSampleRecord, SampleRecord
 from gpic.contracts import HF_SPLIT_NAMES as SPLIT_NAMES
 from gpic.identity import file_sha256
 from gpic.layout import Layout
@@ -22,6 +25,44 @@ STAGE = STAGES["publish"]
 
 PUBLISHED = ["README.md", "SHA256SUMS", "*/*.tar", "*/*.parquet"]  # what goes to the hub
 HF_DTYPES = {str: "string", int: "int64"}
+# The hub's size buckets (huggingface_hub's DatasetCardData; `datasets` ships the same list).
+SIZE_CATEGORIES = ["n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
+                   "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
+LICENCE_FAMILIES = [("CC0-", "cc0"), ("PDM-", "pd"), ("public-domain", "pd"), ("CC-BY-SA-", "cc-by-sa"),
+                    ("CC-BY-", "cc-by")]  # first prefix that matches names the family
+
+
+def size_category(n: int) -> str:
+    """The hub's bucket for n samples: 101.2M packed samples at full scale is 100M<n<1B."""
+    return next((name for i, name in enumerate(SIZE_CATEGORIES[:-1]) if n < 1000 * 10**i), SIZE_CATEGORIES[-1])
+
+
+def licence_fields(licence_ids: list[str]) -> dict[str, str]:
+    """The card's licence: `other`, named after the licence families present, linked to the
+    card's licence table. A list of hub licence ids (cc-by-4.0, cc0-1.0, ...) would read as a
+    choice of licences for the whole dataset, which a mixed corpus cannot offer (each image
+    keeps its own), and the hub has no id for the Public Domain Mark, other public-domain
+    statements or CC BY 1.0; `other` with license_name and license_link is the hub's way."""
+    families = sorted({next((f for prefix, f in LICENCE_FAMILIES if lic.startswith(prefix)), lic.lower())
+                       for lic in licence_ids})
+    return {"license": "other", "license_name": "-".join(["per-image", *families]), "license_link": "README.md"}
+
+
+def card_data(config: Config, configs: list[dict], image_fields: list[str], n_samples: int,
+              licence_ids: list[str]) -> DatasetCardData:
+    """The card's YAML header as huggingface_hub's dataset card data: what the hub indexes
+    (licence, tasks, size bucket), what `datasets` loads (configs per tier, features) and
+    which record schema the json members use (`pack.schema`)."""
+    schema = config.get("pack", {}).get("schema", "ours")
+    return DatasetCardData(
+        pretty_name=config["publish"]["pretty_name"],
+        **licence_fields(licence_ids),
+        task_categories=["text-to-image", "image-to-text"],
+        size_categories=[size_category(n_samples)],
+        configs=configs,
+        dataset_info=dataset_info(configs, image_fields, GpicSampleRecord if schema == "gpic" else SampleRecord),
+        record_schema=schema,
+    )
 
 
 def tier_configs(tiers: dict[str, float], n_train: int, samples: dict[str, int]) -> list[dict]:
@@ -32,7 +73,7 @@ def tier_configs(tiers: dict[str, float], n_train: int, samples: dict[str, int])
     configs = []
     for name, count in tier_shard_counts(tiers, n_train).items():
         train = [p for i in range(count) if samples.get(p := f"train/gpic_train_{i:05d}.tar")]
-        files = [{"split": SPLIT_NAMES[split], "path": paths}
+        files = [{"split": SPLIT_NAMES[split], "path": list(paths)}  # a copy each: no YAML aliases
                  for split, paths in (("train", train), *held_out.items()) if paths]
         if files:
             configs.append({"config_name": name, "data_files": files,
@@ -47,18 +88,24 @@ def record_features(model: type[BaseModel]) -> list[dict]:
         kind = field.annotation
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             features.append({"name": name, "struct": record_features(kind)})
+        elif get_origin(kind) is list:  # GPIC's `split`: the tiers holding the sample
+            features.append({"name": name, "sequence": "string"})
+        elif get_origin(kind) is Literal:
+            features.append({"name": name, "dtype": "string"})
         else:
             features.append({"name": name, "dtype": HF_DTYPES[kind]})
     return features
 
 
-def dataset_info(configs: list[dict], image_fields: list[str]) -> list[dict]:
+def dataset_info(configs: list[dict], image_fields: list[str],
+                 record: type[BaseModel] = SampleRecord) -> list[dict]:
     """Features declared per config: `datasets` then skips its inference from the first
     samples, which rejects shards mixing {key}.jpg and {key}.png members."""
     features = [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"},
                 *({"name": ext, "dtype": "image"} for ext in image_fields),
-                {"name": "json", "struct": record_features(SampleRecord)}]
-    return [{"config_name": c["config_name"], "features": features} for c in configs]
+                {"name": "json", "struct": record_features(record)}]
+    return [{"config_name": c["config_name"], "features": copy.deepcopy(features)}  # no YAML aliases
+            for c in configs]
 
 
 def write_card(packed: str | Path, config: Config, card_path: str | Path, sums_path: str | Path) -> None:
@@ -71,16 +118,9 @@ def write_card(packed: str | Path, config: Config, card_path: str | Path, sums_p
     counts = tier_shard_counts(config["tiers"], n_train)
     configs = tier_configs(config["tiers"], n_train, samples)
     image_fields = sorted({m.rsplit(".", 1)[-1] for m in index.get("image_member", [])}) or ["jpg"]
-    header = {
-        "pretty_name": config["publish"]["pretty_name"],
-        "license": "other",
-        "task_categories": ["text-to-image", "image-to-text"],
-        "size_categories": ["n<1K" if len(index) < 1000 else "1K<n<10K" if len(index) < 10_000 else "n>1M"],
-        "configs": configs,
-        "dataset_info": dataset_info(configs, image_fields),
-    }
-    split_counts = index["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
     licences = index.groupby(["license_id"]).size().sort_values(ascending=False)
+    header = card_data(config, configs, image_fields, len(index), list(licences.index))
+    split_counts = index["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
     sources = index["source"].value_counts()
 
     def train_samples(count):
@@ -90,6 +130,12 @@ def write_card(packed: str | Path, config: Config, card_path: str | Path, sums_p
     tier_rows = "\n".join(
         f"| {name} | {count} | {train_samples(count)} |"
         for name, count in counts.items())
+    pack_cfg = config.get("pack", {})
+    schema_line = ("Records use GPIC's published schema (`img_width`/`img_height`, `split` = the tiers holding "
+                   f"the sample, `caption` with `caption_type` {pack_cfg.get('caption_type', 'long')!r}; all four "
+                   "levels also as `tag`/`short`/`medium`/`long`)." if pack_cfg.get("schema") == "gpic" else
+                   "Records use this pipeline's schema (`width`/`height`, `split`, `tier`, "
+                   "`captions.label|short|medium|long`).")
     body = f"""# {config['publish']['pretty_name']}
 
 Image-text pairs built from permissively licensed images by the GPIC pipeline (gpic {__version__}):
@@ -97,6 +143,7 @@ licence gate, fetch, quality filter, VLM judge, global deduplication (exact, per
 copy-detection), four caption levels per image (label, short, medium, long), packed into static
 webdataset shards. Each sample is `{{key}}.jpg|png|webp` (the original bytes) and `{{key}}.json`
 (source, licence, attribution, captions); each tar has a parquet index of member offsets.
+{schema_line}
 
 ## Splits
 
@@ -127,7 +174,7 @@ Every image keeps its own licence, licence URL and attribution in its JSON recor
 follow the licence of each image. Checksums of every file are in `SHA256SUMS`.
 """
     with atomic_path(card_path) as tmp:
-        tmp.write_text("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
+        tmp.write_text(f"---\n{header.to_yaml()}\n---\n\n{body}")
     files = sorted([*tars, *(t.with_suffix(".parquet") for t in tars)])
     with atomic_path(sums_path) as tmp:
         tmp.write_text("".join(f"{file_sha256(f)}  {f.relative_to(packed)}\n" for f in files))
