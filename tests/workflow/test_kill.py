@@ -21,7 +21,8 @@ INSIDE = {
     "prepare": ("results/fetch/00000.parquet", "results/done/prepare/00000-00003.json"),
     "assess": ("results/judge/00000.parquet", "results/done/assess/00000-00003.json"),
     "dedup": ("results/logs/dedup/dedup.log", "results/dedup/decisions.parquet"),
-    "caption": ("results/captions/00000.parquet.parts", "results/done/caption/00000-00003.json"),
+    # the job's log, opened when it starts: a shard of one batch has its part folder for milliseconds
+    "caption": ("results/logs/caption/00000-00003.log", "results/done/caption/00000-00003.json"),
     "provenance": ("results/provenance/00000.parquet", "results/done/provenance/00000-00003.json"),
 }
 
