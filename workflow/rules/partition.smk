@@ -12,7 +12,9 @@ rule partition:
     conda:
         "../../environment.yml"
     resources:
-        mem_mb=4000,
+        # Streams: 0.4-0.45 GB peak at 1M rows and 8,000 shards, 0.73 GB with 500k-row buckets
+        # (110M rows give ~430k); the ceiling is two 256 MiB buckets plus a batch, whatever N is.
+        mem_mb=2000,
         runtime=60,
     params:
         shards=config["shards"],

@@ -1,16 +1,31 @@
 """Source manifests in, hash-partitioned shard manifests out (the partition stage).
 
 A row that breaks the input contract is kept with its reason in `contract_error`, so it
-still reaches a final state in provenance instead of vanishing or failing its shard."""
+still reaches a final state in provenance instead of vanishing or failing its shard.
+
+Manifests reach 10^8 rows, so nothing here holds a whole manifest: rows are read and keyed
+in batches, spread by shard range over a bounded number of temporary Arrow files (pass 1),
+and each file is then split into its shards' final tables (pass 2). Memory is one batch
+plus twice one temporary file of at most BUCKET_BYTES (or one shard, if larger), whatever N is."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from gpic.config import Config
 from gpic.identity import make_key, shard_name, shard_of, split_of
@@ -21,36 +36,115 @@ from gpic.store import write_json, write_table
 STAGE = STAGES["partition"]
 REQUIRED = ["source", "source_id", "url", "license", "license_url", "attribution", "title"]
 OPTIONAL = ["retrieved_at", "width", "height"]
+FIELDS = REQUIRED + OPTIONAL
 SCHEMES = ("http", "https", "file")
 # Longer fields are a broken or hostile row: refused with a reason rather than carried into
 # every later table and tar record.
 MAX_CHARS = {"source_id": 256, "url": 4096, "license": 512, "license_url": 2048, "attribution": 16384,
              "title": 16384}
 COLUMNS = ["key", "shard", "split", *REQUIRED, *OPTIONAL, "extra", "manifest_file", "manifest_row", "contract_error"]
+ROW_SCHEMA = pa.schema([(c, pa.int64() if c in ("shard", "manifest_row") else pa.string()) for c in COLUMNS])
+
+BATCH_ROWS = 50_000  # manifest rows read, checked and keyed at a time
+BUCKETS = 256  # temporary files open at once in pass 1: far below any file-handle limit
+BUCKET_BYTES = 256 << 20  # a bucket up to this size is split in memory; a larger one is spread again
+FORMATS = (".csv", ".jsonl", ".ndjson", ".parquet")
+# Every character str.isspace() accepts, plus the C0 controls: one regex search instead of a
+# Python loop over each URL's characters (the same verdict, some ten times faster).
+_URL_BAD_CHARS = "".join(chr(c) for c in range(sys.maxunicode + 1) if c < 32 or chr(c).isspace())
+_URL_BAD = re.compile(f"[{re.escape(_URL_BAD_CHARS)}]")
+# A URL of this shape passes every URL check below (scheme allowed; a plain host: no port,
+# brackets, user info or non-ASCII to normalise), so urlsplit, most of a row's checking time, is skipped.
+_URL_PLAIN = re.compile(r"(?:https?|file)://[A-Za-z0-9.-]+(?:/[!-~]*)?")
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest as text columns (types are checked per row, not trusted per file)."""
-    path = Path(path)
+def _kind(path: Path) -> str:
+    """The manifest format from the file name; refused before any row is read."""
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    readers = {".csv": lambda: pd.read_csv(path, dtype=str, keep_default_na=False),
-               ".jsonl": lambda: pd.read_json(path, lines=True, dtype=False),
-               ".ndjson": lambda: pd.read_json(path, lines=True, dtype=False),
-               ".parquet": lambda: pd.read_parquet(path)}
-    reader = readers.get(suffix.removesuffix(".gz"))
-    if reader is None:
+    kind = suffix.removesuffix(".gz")
+    if kind not in FORMATS:
         raise ValueError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
-    try:
-        df = reader()
-    except Exception as exc:  # a file that does not parse at all is the operator's to fix
-        raise ValueError(f"{path}: cannot read manifest: {type(exc).__name__}: {exc}") from None
-    return df.astype(object).where(df.notna(), "").map(_text)
+    return kind
+
+
+def _json_columns(path: Path) -> list[str]:
+    """Every key any line of a JSON lines file has. A batch only sees its own lines, but a
+    column is a file's column (absent from a line = empty), exactly as when the file was one table.
+    A line this cannot parse is left for pandas' reader to accept or refuse, as it always did."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    seen: dict[str, None] = {}
+    with opener(path, "rt", encoding="utf-8", newline="") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line, strict=False) if line.strip() else None
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                seen.update(dict.fromkeys(record))
+    return list(seen)
+
+
+def _raw_frames(path: Path, kind: str, rows: int) -> Iterator[tuple[pd.DataFrame, list | None]]:
+    """Batches as pandas parses them, with the file's columns when a batch may lack some.
+
+    pandas' own chunked readers keep the text of every value as the whole-file read gave it
+    (CSV quoting and blank lines, JSON numbers, parquet types and index columns)."""
+    if kind == ".csv":
+        with pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=rows) as reader:
+            for frame in reader:
+                yield frame, None
+    elif kind == ".parquet" and path.is_dir():  # a dataset folder, as pandas read it
+        for batch in ds.dataset(path, format="parquet", partitioning="hive").to_batches(batch_size=rows):
+            yield pa.Table.from_batches([batch]).to_pandas(), None
+    elif kind == ".parquet":  # buffered column reads: a row group of any size is not loaded whole
+        with pq.ParquetFile(path, buffer_size=1 << 20) as file:
+            for batch in file.iter_batches(batch_size=rows, use_pandas_metadata=True):
+                yield pa.Table.from_batches([batch]).to_pandas(), None
+    else:
+        columns = _json_columns(path)
+        # convert_axes=False: a batch's labels stay the file's keys (a batch of numeric-looking
+        # keys alone would otherwise become numbers).
+        with pd.read_json(path, lines=True, dtype=False, convert_axes=False, chunksize=rows) as reader:
+            for frame in reader:
+                yield frame, columns
+
+
+def _texts(series: pd.Series) -> list[str]:
+    """A column as stripped text, '' for missing (types are checked per row, not trusted per file)."""
+    present = series.notna().tolist()
+    return [(value.strip() if type(value) is str else _text(value)) if ok else ""
+            for value, ok in zip(series.astype(object).tolist(), present, strict=True)]
 
 
 def _text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
+
+
+def read_batches(path: str | Path, rows: int = BATCH_ROWS) -> Iterator[tuple[int, dict[str, list[str]]]]:
+    """(row count, column -> text values) per batch of at most `rows` rows of one manifest."""
+    path = Path(path)
+    frames = _raw_frames(path, _kind(path), rows)
+    while True:
+        try:
+            frame, columns = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:  # a file that does not parse at all is the operator's to fix
+            raise ValueError(f"{path}: cannot read manifest: {type(exc).__name__}: {exc}") from None
+        n = len(frame)
+        texts = {c: _texts(frame[c]) for c in frame.columns}
+        for column in columns or ():
+            texts.setdefault(column, [""] * n)
+        yield n, texts
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """A whole manifest as text columns: for small files and checks (partition streams instead)."""
+    batches = list(read_batches(path))
+    names = list(batches[0][1]) if batches else []
+    return pd.DataFrame({c: [v for _, texts in batches for v in texts[c]] for c in names}, dtype=object)
 
 
 def contract_error(row: dict, missing_columns: list[str], allowed_sources: list[str]) -> str:
@@ -68,15 +162,16 @@ def contract_error(row: dict, missing_columns: list[str], allowed_sources: list[
     for name, limit in MAX_CHARS.items():
         if len(row[name]) > limit:
             return f"manifest field too long: {name} has {len(row[name])} characters, limit {limit}"
-    if any(ord(ch) < 32 or ch.isspace() for ch in row["url"]):
-        return "manifest bad url: contains whitespace or control characters"
-    try:
-        parts = urlsplit(row["url"])
-        parts.port  # noqa: B018 (raises on a malformed port)
-    except ValueError as exc:
-        return f"manifest bad url: {exc}"
-    if parts.scheme.lower() not in SCHEMES:
-        return f"manifest unsupported url scheme: {parts.scheme.lower()[:20] or '(none)'}"
+    if not _URL_PLAIN.fullmatch(row["url"]):
+        if _URL_BAD.search(row["url"]):
+            return "manifest bad url: contains whitespace or control characters"
+        try:
+            parts = urlsplit(row["url"])
+            parts.port  # noqa: B018 (raises on a malformed port)
+        except ValueError as exc:
+            return f"manifest bad url: {exc}"
+        if parts.scheme.lower() not in SCHEMES:
+            return f"manifest unsupported url scheme: {parts.scheme.lower()[:20] or '(none)'}"
     for name in ("width", "height"):
         if row.get(name) and not row[name].isdigit():
             return f"manifest bad {name}: not a non-negative integer: {row[name][:40]}"
@@ -92,32 +187,102 @@ def row_key(row: dict) -> str:
     return make_key(row["source"], "row-sha256:" + hashlib.sha256(content.encode()).hexdigest())
 
 
-def assign(df: pd.DataFrame, manifest_file: str, config: Config) -> pd.DataFrame:
-    """Give every row of one manifest its key, shard, split and contract verdict."""
-    missing = [c for c in REQUIRED if c not in df.columns]
-    df = df.copy()
-    for column in REQUIRED + OPTIONAL:
-        if column not in df.columns:
-            df[column] = ""
-    extra_columns = [c for c in df.columns if c not in REQUIRED + OPTIONAL]
-    splits, allowed = config["splits"], config["allowed_sources"]
-    rows = []
-    for number, record in enumerate(df.to_dict("records")):
-        core = {c: record[c] for c in REQUIRED + OPTIONAL}
+def assign(n: int, texts: dict[str, list[str]], missing: list[str], manifest_file: str, first_row: int,
+           config: Config) -> pa.RecordBatch:
+    """Key, shard, split and contract verdict for one batch of a manifest's rows."""
+    empty = [""] * n
+    fields = [texts.get(c, empty) for c in FIELDS]
+    extra_names = [c for c in texts if c not in FIELDS]
+    extras = [texts[c] for c in extra_names]
+    splits, allowed, shards = config["splits"], config["allowed_sources"], config["shards"]
+    val, test = splits["val_fraction"], splits["test_fraction"]
+    keys, shard, split, extra, errors = [], [], [], [], []
+    for values, extra_values in zip(zip(*fields, strict=True), zip(*extras, strict=True) if extras else [()] * n,
+                                    strict=True):
+        core = dict(zip(FIELDS, values, strict=True))
         key = row_key(core)
-        rows.append(
-            {
-                "key": key,
-                "shard": shard_of(key, config["shards"]),
-                "split": split_of(key, splits["val_fraction"], splits["test_fraction"]),
-                **core,
-                "extra": json.dumps({c: record[c] for c in extra_columns}, sort_keys=True, ensure_ascii=False),
-                "manifest_file": manifest_file,
-                "manifest_row": number,
-                "contract_error": contract_error(core, missing, allowed),
-            }
-        )
-    return pd.DataFrame(rows, columns=COLUMNS)
+        keys.append(key)
+        shard.append(shard_of(key, shards))
+        split.append(split_of(key, val, test))
+        extra.append(json.dumps(dict(zip(extra_names, extra_values, strict=True)), sort_keys=True,
+                                ensure_ascii=False) if extras else "{}")
+        errors.append(contract_error(core, missing, allowed))
+    arrays = [keys, shard, split, *fields, extra, [manifest_file] * n, range(first_row, first_row + n), errors]
+    return pa.RecordBatch.from_arrays([pa.array(a, f.type) for a, f in zip(arrays, ROW_SCHEMA, strict=True)],
+                                      schema=ROW_SCHEMA)
+
+
+def keyed_batches(path: str | Path, config: Config, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Every row of one manifest, keyed, in file order, a batch at a time."""
+    first = 0
+    for n, texts in read_batches(path, rows):
+        missing = [c for c in REQUIRED if c not in texts]
+        yield assign(n, texts, missing, str(path), first, config)
+        first += n
+
+
+class Buckets:
+    """Rows spread over at most BUCKETS temporary Arrow files, each holding a contiguous range of
+    shards. Rows keep their arrival order within a file, so 'first one wins' still holds."""
+
+    def __init__(self, folder: Path, lo: int, hi: int):
+        self.folder, self.lo, self.hi = folder, lo, hi
+        self.count = min(max(BUCKETS, 2), hi - lo)  # two at least: a bucket spread again must narrow
+        owner = np.arange(hi - lo) * self.count // (hi - lo)
+        self.bounds = lo + np.searchsorted(owner, np.arange(self.count + 1))  # bucket b: shards [b_lo, b_hi)
+        self.writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self.nbytes = [0] * self.count
+
+    def path(self, bucket: int) -> Path:
+        return self.folder / f"{self.lo}-{self.hi}-{bucket}.arrow"
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        bucket = (batch.column("shard").to_numpy() - self.lo) * self.count // (self.hi - self.lo)
+        order = np.argsort(bucket, kind="stable")  # stable: arrival order kept within a bucket
+        grouped = batch.take(pa.array(order))
+        ends = np.cumsum(np.bincount(bucket, minlength=self.count))
+        for b in np.flatnonzero(np.bincount(bucket, minlength=self.count)):
+            start = int(ends[b - 1]) if b else 0
+            part = grouped.slice(start, int(ends[b]) - start)
+            if b not in self.writers:
+                options = pa.ipc.IpcWriteOptions(compression="zstd")
+                self.writers[b] = pa.ipc.new_stream(str(self.path(b)), ROW_SCHEMA, options=options)
+            self.writers[b].write_batch(part)
+            self.nbytes[b] += part.nbytes
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+    def finish(self, write: Callable[[int, pa.Table], None]) -> None:
+        """Call `write(shard, rows)` for every shard of the range, in shard order, rows in arrival order."""
+        self.close()
+        for b in range(self.count):
+            lo, hi = int(self.bounds[b]), int(self.bounds[b + 1])
+            path = self.path(b)
+            if b not in self.writers:
+                table = ROW_SCHEMA.empty_table()
+            elif hi - lo == 1 or self.nbytes[b] <= BUCKET_BYTES:
+                with pa.OSFile(str(path)) as source:
+                    table = pa.ipc.open_stream(source).read_all()
+            else:  # too large to hold: spread its rows over narrower buckets, one level down
+                sub = Buckets(self.folder, lo, hi)
+                with pa.OSFile(str(path)) as source:
+                    for batch in pa.ipc.open_stream(source):
+                        sub.add(batch)
+                path.unlink()
+                sub.finish(write)
+                continue
+            path.unlink(missing_ok=True)
+            shard = table.column("shard").to_numpy()
+            # One stable gather by shard, then a slice per shard: a take per shard would join the
+            # file's chunks again each time (a minute per 4,000 shards of a 500,000-row bucket).
+            table = table.take(pa.array(np.argsort(shard, kind="stable")))
+            ends = np.cumsum(np.bincount(shard - lo, minlength=hi - lo))
+            for index in range(lo, hi):
+                start = int(ends[index - lo - 1]) if index > lo else 0
+                write(index, table.slice(start, int(ends[index - lo]) - start))
+            del table
 
 
 def partition(sources: list[str], config: Config, out_dir: str | Path) -> dict:
@@ -126,22 +291,42 @@ def partition(sources: list[str], config: Config, out_dir: str | Path) -> dict:
     Rows repeating an earlier (source, source_id) are the same key: the first one, in
     config order of the manifests, wins and the repeats are counted in the summary."""
     out_dir = Path(out_dir)
-    frames = [assign(read_manifest(path), str(path), config) for path in sources]
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    repeated = rows.duplicated("key", keep="first")
-    unique = rows[~repeated]
-    summary = {
-        "shards": config["shards"],
-        "rows": int(len(rows)),
-        "keys": int(len(unique)),
-        "repeated_keys": int(repeated.sum()),
-        "contract_errors": int((unique["contract_error"] != "").sum()),
-        "per_shard": {},
-    }
-    for index in range(config["shards"]):
-        part = unique[unique["shard"] == index].sort_values("key")
-        write_table(part, out_dir / f"{shard_name(index)}.parquet")
-        summary["per_shard"][shard_name(index)] = int(len(part))
+    for path in sources:  # a misnamed manifest fails now, not after hours of reading the others
+        _kind(Path(path))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"shards": config["shards"], "rows": 0, "keys": 0, "repeated_keys": 0, "contract_errors": 0,
+               "per_shard": {}}
+    # The whole-table version wrote object columns (plain `string` in parquet, null when empty)
+    # when no manifest or an empty one took part; kept so that outputs stay byte for byte the same.
+    as_objects = not sources
+    folder = Path(tempfile.mkdtemp(prefix=".partition-", dir=out_dir))
+    try:
+        buckets = Buckets(folder, 0, config["shards"])
+        try:
+            for path in sources:
+                rows = 0
+                for batch in keyed_batches(path, config):
+                    buckets.add(batch)
+                    rows += batch.num_rows
+                summary["rows"] += rows
+                as_objects = as_objects or rows == 0
+        finally:
+            buckets.close()
+
+        def write(index: int, rows: pa.Table) -> None:
+            # np.unique sorts stably and returns each key's first row: repeats dropped, sorted by key.
+            _, first = np.unique(rows.column("key").to_numpy(zero_copy_only=False), return_index=True)
+            unique = rows.take(pa.array(first, pa.int64()))
+            part = unique.to_pandas().astype(object) if as_objects else unique.to_pandas()
+            write_table(part, out_dir / f"{shard_name(index)}.parquet")
+            summary["keys"] += len(part)
+            summary["repeated_keys"] += rows.num_rows - len(part)
+            summary["contract_errors"] += len(part) - unique.column("contract_error").to_pylist().count("")
+            summary["per_shard"][shard_name(index)] = len(part)
+
+        buckets.finish(write)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     write_json(summary, out_dir / "partition.json")
     return summary
 
