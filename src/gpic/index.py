@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from gpic.contracts import IMAGE_EXTENSIONS, SPLITS, member_key, read_record
+from gpic.layout import index_path
 from gpic.stages.pack import COLUMNS, INDEX_SCHEMA
 from gpic.store import write_table
 
@@ -42,15 +43,6 @@ def split_of_tar(url: str) -> str:
     if match := TAR_SPLIT.search(path.name):
         return match[1]
     return path.parent.name if path.parent.name in SPLITS else ""
-
-
-def index_path(url: str, out_dir: str | Path | None = None) -> str:
-    """Where a tar's index goes: beside it (`x.tar` -> `x.parquet`, where the loader and verify
-    look by default) or, with `out_dir`, `out_dir/x.parquet` (a cache folder)."""
-    stem = url[:-len(".tar")] if url.endswith(".tar") else url
-    if out_dir is None:
-        return stem + ".parquet"
-    return f"{str(out_dir).rstrip('/')}/{PurePosixPath(stem).name}.parquet"
 
 
 def index_tar(url: str) -> pd.DataFrame:

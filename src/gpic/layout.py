@@ -24,7 +24,7 @@ time."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from gpic.identity import shard_name
 
@@ -152,3 +152,13 @@ class ShardFiles:
 
 
 RESULTS_LAYOUT = Layout()  # the default results folder of the workflow and the commands
+
+
+def index_path(url: str, out_dir: str | Path | None = None) -> str:
+    """Where a tar's parquet index lies: beside it (`x.tar` -> `x.parquet`, where pack writes it
+    and the loader and verify look by default) or, with `out_dir`, `out_dir/x.parquet` (the
+    cache folder of `gpic index --out`). Works on local paths and fsspec URLs alike."""
+    stem = url[:-len(".tar")] if url.endswith(".tar") else url
+    if out_dir is None:
+        return stem + ".parquet"
+    return f"{str(out_dir).rstrip('/')}/{PurePosixPath(stem).name}.parquet"

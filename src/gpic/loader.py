@@ -59,7 +59,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from gpic.contracts import IMAGE_EXTENSIONS, LEVEL_OF_CAPTION_TYPE, LEVELS, member_key, read_record
 from gpic.images import ROTATED, normalise, orientation
-from gpic.layout import RESULTS_LAYOUT
+from gpic.layout import RESULTS_LAYOUT, index_path
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,7 @@ def _tar_samples(url: str, wanted: Callable[[int], bool]) -> Iterator[tuple[int,
 def _index_rows(url: str, index_dir: str | None = None) -> int:
     """Samples in a shard, from its parquet index's footer (one small read, also remote):
     `x.parquet` beside `x.tar`, or `index_dir/x.parquet` (where `gpic index --out` puts it)."""
-    stem = url[:-len(".tar")] if url.endswith(".tar") else url
-    index = f"{index_dir.rstrip('/')}/{PurePosixPath(stem).name}.parquet" if index_dir else stem + ".parquet"
+    index = index_path(url, index_dir)
     try:
         with fsspec.open(index, "rb") as stream:
             return pq.ParquetFile(stream).metadata.num_rows

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from gpic.contracts import STATES, GpicSampleRecord, read_record
 from gpic.identity import file_sha256
-from gpic.index import index_path, split_of_tar
-from gpic.layout import Layout
+from gpic.index import split_of_tar
+from gpic.layout import Layout, index_path
 from gpic.store import read_table
 
 
