@@ -45,6 +45,23 @@ class FetchConfig(TypedDict):
     allow_networks: list[str]
     opt_out_directives: list[str]
     file_roots: list[str]
+    placeholder_sha256: list[str]
+
+
+class CollectConfig(TypedDict, total=False):
+    """Stage 1; each collector's own section is read by its module in gpic.collect."""
+
+    collectors: list[str]
+    user_agent: str
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    max_backoff_s: float
+    max_wait_s: float
+    commons: dict
+    commons_dump: dict
+    flickr: dict
+    yfcc: dict
 
 
 class FilterConfig(TypedDict):
@@ -151,6 +168,7 @@ class Config(TypedDict, total=False):
     splits: SplitsConfig
     tiers: dict[str, float]
     licenses: LicensesConfig
+    collect: CollectConfig
     fetch: FetchConfig
     filter: FilterConfig
     judge: JudgeConfig
