@@ -13,6 +13,7 @@ validate(config, schema="src/gpic/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/collect.smk"
 include: "workflow/rules/partition.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/assess.smk"

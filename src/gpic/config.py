@@ -220,6 +220,9 @@ def validate_config(config: dict) -> Config:
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
         raise ConfigError(f"config {where}: {error.message}")
+    if not config["sources"] and not config["collect"]["collectors"]:
+        raise ConfigError("config sources: nothing to read: name source manifests in `sources` or collectors in "
+                          "`collect.collectors`")
     return config
 
 

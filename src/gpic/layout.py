@@ -2,6 +2,8 @@
 review tools and the benchmarks name files only through this module.
 
     results/
+      collect/{collector}/{part}.parquet,         collect (manifest parts: upload-time windows
+        collection.json                           or dump chunks) and their summary
       manifests/{shard}.parquet, partition.json   partition
       raw/{shard}.tar                             fetch (original bytes, kept for audit)
       {fetch,filter,judge,embed}/{shard}.parquet  per-shard stage tables
@@ -74,6 +76,13 @@ class Layout:
 
     def shard(self, shard: str) -> ShardFiles:
         return ShardFiles(self, shard)
+
+    def collection(self, collector: str) -> Path:
+        """A collector's manifest parts (gpic.collect), one parquet file per window or chunk."""
+        return self.root / "collect" / collector
+
+    def collection_summary(self, collector: str) -> Path:
+        return self.collection(collector) / "collection.json"
 
     @property
     def partition(self) -> Path:

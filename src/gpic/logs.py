@@ -12,5 +12,10 @@ def to_log(path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     stream = open(path, "a", buffering=1)  # noqa: SIM115  (stderr for the rest of the job)
     sys.stderr = stream
+    to_stream(stream)
+
+
+def to_stream(stream=sys.stderr) -> None:
+    """Progress of a long command (`gpic collect`) on the terminal, in the same format."""
     logging.basicConfig(stream=stream, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

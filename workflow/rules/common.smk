@@ -8,6 +8,11 @@ from gpic.identity import shard_name
 from gpic.layout import Layout, block_names, block_shards, bucket_of, bucket_range
 
 R = Layout()
+if not config["sources"] and not config["collect"]["collectors"]:
+    raise ValueError(
+        "config sources: nothing to read: name source manifests in `sources` "
+        "or collectors in `collect.collectors`"
+    )
 PER_JOB = config["shards_per_job"]
 BLOCKS = block_names(config["shards"], PER_JOB)
 BUCKETS = {
@@ -17,9 +22,15 @@ BUCKETS = {
 
 
 wildcard_constraints:
+    collector="commons|commons-dump|flickr|yfcc",
     block=r"\d{5}-\d{5}",
     bucket=r"\d{5}",
     split="val|test",
+
+
+def collections():
+    """The summaries of the collectors config `collect.collectors` runs (stage 1)."""
+    return [path(R.collection_summary(c)) for c in config["collect"]["collectors"]]
 
 
 def path(p):

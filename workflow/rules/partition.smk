@@ -1,8 +1,10 @@
 rule partition:
-    """Hash-partition the source manifests into one manifest per raw shard (global); the
-    summary is the tracked output, the shard manifests sit beside it."""
+    """Hash-partition the source manifests and the collected parts into one manifest per raw
+    shard (global); the summary is the tracked output, the shard manifests sit beside it.
+    """
     input:
         sources=config["sources"],
+        collections=collections(),
     output:
         summary=path(R.partition),
     log:

@@ -11,6 +11,7 @@ parts that failed. Parts run one after another: an API sees one request at a tim
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from types import ModuleType
 
 import pyarrow.parquet as pq
 
-from gpic.collect.common import ApiClient, CollectError, RateLimit, collect_part
+from gpic.collect.common import ApiClient, CollectError, RateLimit, collect_part, written_with
+from gpic.identity import config_hash
 from gpic.store import write_json
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ COLLECTORS = {
     "yfcc": ("gpic.collect.yfcc", "yfcc"),
 }
 SUMMARY = "collection.json"
+PART_LIST_KEYS = ("start", "end", "chunks", "categories")
 
 
 CLIENT_KEYS = ("timeout_s", "retries", "backoff_s", "max_backoff_s", "max_wait_s")
@@ -61,6 +64,8 @@ def module(name: str) -> ModuleType:
 
 
 def section(collect_config: dict, name: str) -> dict:
+    if name not in COLLECTORS:
+        raise ValueError(f"unknown collector {name!r}: choose one of {', '.join(COLLECTORS)}")
     key = COLLECTORS[name][1]
     if key not in collect_config:
         raise ValueError(f"config collect.{key} is missing: the {name} collector has nothing to read")
@@ -69,20 +74,36 @@ def section(collect_config: dict, name: str) -> dict:
 
 def parts(collect_config: dict, name: str) -> list[str]:
     """The part names of one collector: windows or chunks, from the config alone."""
-    return module(name).parts(section(collect_config, name))
+    cfg = section(collect_config, name)
+    return module(name).parts(cfg)
 
 
-def part_files(out_dir: str | Path) -> list[Path]:
-    """The finished parts of a collection folder, in order: what partition reads."""
-    return sorted(p for p in Path(out_dir).glob("*.parquet"))
+def part_files(summary: str | Path) -> list[Path]:
+    """The parts a collection's summary lists, in order: what partition reads. Files of parts
+    the config no longer names (an old window length) may lie beside them and are not read."""
+    summary = Path(summary)
+    listed = json.loads(summary.read_text())["part_rows"]
+    return [summary.parent / f"{part}.parquet" for part in listed]
 
 
-def collect(name: str, collect_config: dict, out_dir: str | Path, *, only: list[str] | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> dict:
+def params_hash(cfg: dict) -> str:
+    """Hash of the settings that shape a part's rows. The keys that only say which parts exist
+    (the time range, the chunk count, the categories) are left out, since a part's name already
+    says what it covers: extending `end` adds windows and keeps the finished ones."""
+    return config_hash({k: v for k, v in cfg.items() if k not in PART_LIST_KEYS})
+
+
+def collect(name: str, collect_config: dict, out_dir: str | Path, *, allow: list[str] | None = None,
+            only: list[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> dict:
     """Collect every part not yet finished (or only the named ones) into `out_dir`, in series.
-    A part that fails is recorded with its reason and the others go on; the summary is written
-    either way, then CollectError names the failed parts, so a rerun retries only those."""
-    mod, cfg = module(name), section(collect_config, name)
+    A finished part is kept while the settings that shaped it are unchanged. A part that fails
+    is recorded with its reason and the others go on; the summary is written either way, then
+    CollectError names the failed parts, so a rerun retries only those. `allow` is the licence
+    allowlist, for collectors that ask the source for allowed licences only (Flickr)."""
+    cfg, mod = section(collect_config, name), module(name)
+    if allow is not None:
+        cfg = {**cfg, "allow": list(allow)}
+    params = params_hash(cfg)
     ctx = Context(collect_config.get("user_agent", ""), collect_config, sleep)
     names = mod.parts(cfg)
     if only:
@@ -95,12 +116,13 @@ def collect(name: str, collect_config: dict, out_dir: str | Path, *, only: list[
     rows, failed = {}, {}
     for i, part in enumerate(names, 1):
         out = out_dir / f"{part}.parquet"
-        if out.exists():
+        if out.exists() and written_with(out) == params:
             rows[part] = pq.read_metadata(out).num_rows
             continue
         started = time.monotonic()
         try:
-            rows[part] = collect_part(out, lambda state, part=part: mod.pages(part, cfg, ctx, state), mod.COLUMNS)
+            rows[part] = collect_part(out, lambda state, part=part: mod.pages(part, cfg, ctx, state), mod.COLUMNS,
+                                      params)
         except (CollectError, OSError) as exc:
             failed[part] = str(exc)
             log.error("%s part %s failed: %s", name, part, exc)

@@ -12,7 +12,6 @@ writes no row twice; a part whose file exists is finished and never read again."
 from __future__ import annotations
 
 import email.utils
-import html
 import json
 import logging
 import random
@@ -40,6 +39,7 @@ MANIFEST = ["source", "source_id", "url", "license", "license_url", "attribution
             "width", "height"]
 REASON = "collect_reason"
 STATE_KEY = b"gpic.collect.state"  # page metadata: JSON state to resume from; "null" = part finished
+PARAMS_KEY = b"gpic.collect.params"  # page and part metadata: hash of the settings that shaped the rows
 CONTACT = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+|https?://\S+")
 
 
@@ -158,7 +158,7 @@ def html_to_text(value: str) -> str:
     parser = _Text()
     parser.feed(value)
     parser.close()
-    return " ".join(html.unescape("".join(parser.parts)).split())
+    return " ".join("".join(parser.parts).split())  # the parser already decoded entities, once
 
 
 # ---------------------------------------------------------------------------
@@ -305,9 +305,9 @@ def part_schema(columns: Iterable[str]) -> pa.Schema:
     return pa.schema([(name, pa.string()) for name in names])
 
 
-def _table(rows: list[dict], schema: pa.Schema, state: object) -> pa.Table:
+def _table(rows: list[dict], schema: pa.Schema, state: object, params: str) -> pa.Table:
     columns = {name: [str(row.get(name, "") or "") for row in rows] for name in schema.names}
-    meta = {STATE_KEY: json.dumps(state, sort_keys=True).encode()}
+    meta = {STATE_KEY: json.dumps(state, sort_keys=True).encode(), PARAMS_KEY: params.encode()}
     return pa.table(columns, schema=schema.with_metadata(meta))
 
 
@@ -315,27 +315,43 @@ def _pages(folder: Path) -> list[Path]:
     return sorted(folder.glob("page-*.parquet")) if folder.is_dir() else []
 
 
-def resume_state(folder: Path) -> tuple[bool, object, int]:
-    """(started, state after the last page on disk, pages on disk)."""
+def written_with(path: Path) -> str | None:
+    """The settings hash a part or page file was written with (None: not ours or unreadable)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    return meta.get(PARAMS_KEY, b"").decode() if PARAMS_KEY in meta else None
+
+
+def resume_state(folder: Path, params: str = "") -> tuple[bool, object, int]:
+    """(started, state after the last page on disk, pages on disk). Pages written with other
+    settings are discarded: resuming them would mix two configurations in one part."""
     pages = _pages(folder)
+    if pages and written_with(pages[-1]) != params:
+        log.warning("%s: pages written with other settings, starting the part again", folder)
+        shutil.rmtree(folder)
+        pages = []
     if not pages:
         return False, None, 0
     meta = pq.read_schema(pages[-1]).metadata or {}
     return True, json.loads(meta[STATE_KEY]), len(pages)
 
 
-def collect_part(out: Path, pages: Callable[[object], Iterator[Page]], columns: Iterable[str]) -> int:
+def collect_part(out: Path, pages: Callable[[object], Iterator[Page]], columns: Iterable[str],
+                 params: str = "") -> int:
     """Write one part: resume from its last checkpoint, append pages, then gather them into
     `out` and remove the page folder. Returns the part's row count. A part's rows keep their
-    first occurrence per source_id: a window boundary or a resumed page never yields a row twice."""
+    first occurrence per source_id: a window boundary or a resumed page never yields a row twice.
+    `params` (a hash of the settings that shape the rows) is stored with every page and the part."""
     schema = part_schema(columns)
     folder = out.with_suffix(".pages")
-    started, state, n = resume_state(folder)
+    started, state, n = resume_state(folder, params)
     if not started or state is not None:
         folder.mkdir(parents=True, exist_ok=True)
         for page in pages(state if started else None):
             with atomic_path(folder / f"page-{n:06d}.parquet") as tmp:
-                pq.write_table(_table(page.rows, schema, page.state), tmp, compression="zstd")
+                pq.write_table(_table(page.rows, schema, page.state, params), tmp, compression="zstd")
             n += 1
             if page.state is None:
                 break
@@ -343,7 +359,7 @@ def collect_part(out: Path, pages: Callable[[object], Iterator[Page]], columns: 
             raise CollectError(f"{out.stem}: the collector stopped without finishing the part")
     tables = [pq.read_table(p).replace_schema_metadata(None) for p in _pages(folder)]
     table = pa.concat_tables(tables) if tables else part_schema(columns).empty_table()
-    table = _first_per_source_id(table)
+    table = _first_per_source_id(table).replace_schema_metadata({PARAMS_KEY: params.encode()})
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     shutil.rmtree(folder, ignore_errors=True)

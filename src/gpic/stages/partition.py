@@ -48,6 +48,9 @@ BATCH_ROWS = 50_000  # manifest rows read, checked and keyed at a time
 BUCKETS = 256  # temporary files open at once in pass 1: far below any file-handle limit
 BUCKET_BYTES = 256 << 20  # a bucket up to this size is split in memory; a larger one is spread again
 FORMATS = (".csv", ".jsonl", ".ndjson", ".parquet")
+# A collector's own refusal (gpic.collect: restricted file, no author, no licence): the row is
+# kept, carried in `extra`, and its reason becomes the row's error, so it ends as a recorded drop.
+COLLECT_REASON = "collect_reason"
 # The C0 controls and every character str.isspace() accepts (a str pattern's \s is exactly
 # those): one regex search instead of a Python loop over each URL's characters.
 _URL_BAD = re.compile(r"[\x00-\x1f\s]")
@@ -192,11 +195,12 @@ def assign(n: int, texts: dict[str, list[str]], missing: list[str], manifest_fil
     fields = [texts.get(c, empty) for c in FIELDS]
     extra_names = [c for c in texts if c not in FIELDS]
     extras = [texts[c] for c in extra_names]
+    refused = texts.get(COLLECT_REASON, empty)
     splits, allowed, shards = config["splits"], config["allowed_sources"], config["shards"]
     val, test = splits["val_fraction"], splits["test_fraction"]
     keys, shard, split, extra, errors = [], [], [], [], []
-    for values, extra_values in zip(zip(*fields, strict=True), zip(*extras, strict=True) if extras else [()] * n,
-                                    strict=True):
+    for values, extra_values, reason in zip(zip(*fields, strict=True),
+                                            zip(*extras, strict=True) if extras else [()] * n, refused, strict=True):
         core = dict(zip(FIELDS, values, strict=True))
         key = row_key(core)
         keys.append(key)
@@ -204,7 +208,7 @@ def assign(n: int, texts: dict[str, list[str]], missing: list[str], manifest_fil
         split.append(split_of(key, val, test))
         extra.append(json.dumps(dict(zip(extra_names, extra_values, strict=True)), sort_keys=True,
                                 ensure_ascii=False) if extras else "{}")
-        errors.append(contract_error(core, missing, allowed))
+        errors.append(reason or contract_error(core, missing, allowed))
     arrays = [keys, shard, split, *fields, extra, [manifest_file] * n, range(first_row, first_row + n), errors]
     return pa.RecordBatch.from_arrays([pa.array(a, f.type) for a, f in zip(arrays, ROW_SCHEMA, strict=True)],
                                       schema=ROW_SCHEMA)
