@@ -240,6 +240,8 @@ class ApiClient:
         self.session.trust_env = False  # no proxies or .netrc from the environment
 
     def _wait(self, attempt: int, delay: float | None) -> None:
+        if attempt >= self.retries:  # the last attempt failed: give up now rather than after a wait
+            return
         if delay is None:  # full jitter: uniform in [0, min(cap, base * 2^attempt)]
             delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt))
         delay = min(delay, self.max_wait_s)

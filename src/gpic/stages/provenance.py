@@ -93,6 +93,8 @@ def lineage(key: str, results: str | Path) -> dict:
         out[name] = {k: _plain(v) for k, v in rows[0].items()} if rows else None
     if out["manifests"] is None:
         raise KeyError(f"key {key} is not in shard {shard} of {results}")
+    if isinstance(out["manifests"].get("extra"), str):  # the source's own columns (a collector's page id, SHA-1)
+        out["manifests"]["extra"] = json.loads(out["manifests"]["extra"] or "{}")
     decisions = layout.decisions
     if out.get("dedup") and decisions.exists():
         d = read_table(decisions, columns=["key", "cluster", "kept", "dedup_layer", "similarity"])
