@@ -228,3 +228,19 @@ def test_collector_refusals_reach_partition_as_recorded_drops(tmp_path):
     shards = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "manifests").glob("0*.parquet"))])
     errors = dict(zip(shards["source_id"], shards["contract_error"], strict=True))
     assert errors == {"1": "", "2": "collect: restricted: trademarked"}
+
+
+def test_a_secret_never_reaches_a_log_or_an_error(caplog):
+    """A connection error's text holds the whole URL, query and API key included."""
+    import logging
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: every request is refused
+    client = collect.Context(UA, {"retries": 2}, sleep=lambda s: None).client(secrets=("k3y-value",))
+    with caplog.at_level(logging.INFO), pytest.raises(CollectError) as failure:
+        client.get(f"http://127.0.0.1:{port}/rest", {"api_key": "k3y-value", "q": 1}, "flickr w1")
+    assert "gave up after 3 attempts" in str(failure.value) and "ConnectionError" in str(failure.value)
+    assert "***" in str(failure.value) and "k3y-value" not in str(failure.value)
+    assert "retry 2" in caplog.text and "k3y-value" not in caplog.text

@@ -509,3 +509,39 @@ def test_bench_fetch_runs_both_fetchers_on_the_same_urls():
     assert all(math.isfinite(r) and r > 0 for r in rates), figures
     assert 0.01 < float(figures["ratio"]) < 100
     assert abs(float(figures["ratio"]) - rates[0] / rates[1]) < 0.01 * float(figures["ratio"])
+
+
+def test_a_placeholder_body_fails_its_key_as_gone_and_is_not_stored(tmp_path, base_config, server):
+    """Flickr answers a removed photo with 200 and its 'photo unavailable' picture: a body whose
+    sha256 is configured as a placeholder fails the key for good, with no raw member; a rerun
+    does not ask again. Other bodies from the same host are fetched as usual."""
+    placeholder = hashlib.sha256(FaultServer.image).hexdigest()
+    config = validate_config({**base_config, "fetch": {**base_config["fetch"], "allow_networks": LOOPBACK,
+                                                       "retries": 0, "placeholder_sha256": [placeholder]}})
+    args = (http_manifest(server, ["/ok-removed.jpg", "/html.jpg"]), config, tmp_path / "raw.tar",
+            tmp_path / "f.parquet")
+    records = fetch_shard(*args)
+    gone, other = records.iloc[0], records.iloc[1]
+    assert (gone["fetch_status"], bool(gone["retryable"]), gone["http_status"]) == ("failed", False, 200)
+    assert gone["fetch_reason"] == f"gone: the source served its placeholder for a removed image (sha256 {placeholder})"
+    assert (gone["raw_member"], gone["sha256"]) == ("", "")
+    assert other["fetch_status"] == "ok"
+    assert sorted(read_tar(tmp_path / "raw.tar")) == [other["raw_member"]]
+    assert fetch_shard(*args)["fetch_reason"].iloc[0] == gone["fetch_reason"]
+    assert FaultServer.hits == {"/ok-removed.jpg": 1, "/html.jpg": 1}
+
+
+def test_a_placeholder_listed_after_a_run_fails_the_stored_body_without_a_request(tmp_path, base_config, server):
+    """A hash added to fetch.placeholder_sha256 after a shard was fetched: the rerun fails the
+    key as gone from its stored record and drops the stand-in from the raw tar."""
+    placeholder = hashlib.sha256(FaultServer.image).hexdigest()
+    fetch = {**base_config["fetch"], "allow_networks": LOOPBACK, "retries": 0}
+    manifest = http_manifest(server, ["/ok-removed.jpg"])
+    paths = (tmp_path / "raw.tar", tmp_path / "f.parquet")
+    first = fetch_shard(manifest, validate_config({**base_config, "fetch": fetch}), *paths)
+    assert first["fetch_status"].iloc[0] == "ok" and first["sha256"].iloc[0] == placeholder
+    later = validate_config({**base_config, "fetch": {**fetch, "placeholder_sha256": [placeholder]}})
+    record = fetch_shard(manifest, later, *paths).iloc[0]
+    assert (record["fetch_status"], bool(record["retryable"]), record["raw_member"]) == ("failed", False, "")
+    assert record["fetch_reason"].startswith("gone: ") and read_tar(paths[0]) == {}
+    assert FaultServer.hits == {"/ok-removed.jpg": 1}

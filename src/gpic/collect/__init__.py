@@ -50,10 +50,11 @@ class Context:
     settings: dict = field(default_factory=dict)
     sleep: Callable[[float], None] = time.sleep
 
-    def client(self, check: Callable | None = None, rate: RateLimit | None = None) -> ApiClient:
+    def client(self, check: Callable | None = None, rate: RateLimit | None = None,
+               secrets: tuple[str, ...] = ()) -> ApiClient:
         """A polite API client with the configured timeouts and retries; refuses a User-Agent
         without a contact."""
-        return ApiClient(self.user_agent, check=check, rate=rate, sleep=self.sleep,
+        return ApiClient(self.user_agent, check=check, rate=rate, sleep=self.sleep, secrets=secrets,
                          **{k: self.settings[k] for k in CLIENT_KEYS if k in self.settings})
 
 

@@ -228,6 +228,7 @@ class ApiClient:
     max_wait_s: float = 900.0
     rate: RateLimit | None = None
     check: Callable[[dict, requests.structures.CaseInsensitiveDict], None] | None = None
+    secrets: tuple[str, ...] = ()  # values (an API key) never written to a log or an error
     sleep: Callable[[float], None] = time.sleep
     session: requests.Session = field(default_factory=requests.Session)
     requests_made: int = 0
@@ -248,12 +249,24 @@ class ApiClient:
         self.waited_s += delay
         self.sleep(delay)
 
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***") if secret else text
+        return text
+
     def get(self, url: str, params: dict, where: str) -> dict:
-        """The JSON answer to one GET; `where` (the part and page) goes into every error."""
+        """The JSON answer to one GET; `where` (the part and page) goes into every error, the
+        `secrets` into none (a connection error's text holds the whole URL, query included)."""
+        try:
+            return self._get(url, params, where)
+        except CollectError as exc:
+            raise CollectError(self._redact(str(exc))) from None
+
+    def _get(self, url: str, params: dict, where: str) -> dict:
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                log.info("%s: retry %d after %s", where, attempt, last)
+                log.info("%s: retry %d after %s", where, attempt, self._redact(last))
             if self.rate:
                 self.rate.take()
             self.requests_made += 1

@@ -323,6 +323,14 @@ def blank_record(key: str) -> dict:
             "sha256": "", "content_type": "", "fetched_at": "", "raw_member": "", "license_id": "", "attempts": 0}
 
 
+def gone(record: dict, digest: str) -> dict:
+    """A body the source serves in place of a removed image (Flickr answers a deleted photo with
+    200 and a stand-in picture): the key fails for good, and the stand-in is not stored."""
+    return {**record, "fetch_status": "failed", "retryable": False, "bytes": 0, "sha256": "", "content_type": "",
+            "raw_member": "", "fetch_reason": f"gone: the source served its placeholder for a removed image "
+                                              f"(sha256 {digest})"}
+
+
 def fetch_one(row: dict, fetcher: Fetcher, allow: list[str]) -> tuple[dict, tuple[str, bytes] | None]:
     """One key's fetch record and, when fetched, its raw tar member."""
     record = blank_record(row["key"])
@@ -339,10 +347,13 @@ def fetch_one(row: dict, fetcher: Fetcher, allow: list[str]) -> tuple[dict, tupl
     except FetchError as exc:
         return {**record, "fetch_status": "failed", "fetch_reason": str(exc), "retryable": exc.retryable,
                 "http_status": exc.http_status, "attempts": exc.attempts}, None
+    digest = hashlib.sha256(fetched.data).hexdigest()
+    if digest in fetcher.cfg.get("placeholder_sha256", ()):
+        return gone({**record, "http_status": fetched.http_status, "attempts": attempts}, digest), None
     mime, ext = sniff(fetched.data)
     member = f"{row['key']}.{ext}"
     record.update(fetch_status="ok", http_status=fetched.http_status, bytes=len(fetched.data),
-                  sha256=hashlib.sha256(fetched.data).hexdigest(), content_type=mime, attempts=attempts,
+                  sha256=digest, content_type=mime, attempts=attempts,
                   fetched_at=datetime.now(UTC).isoformat(timespec="seconds"), raw_member=member)
     return record, (member, fetched.data)
 
@@ -402,6 +413,8 @@ def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, rec
         if row["key"] in earlier and not row["contract_error"]:
             record, member = earlier[row["key"]]
             verdict = licenses.check(row["license"], row["license_url"], row["attribution"], allow)
+            if verdict.ok and record["sha256"] in cfg.get("placeholder_sha256", ()):  # a hash listed since that run
+                return gone({**record, "license_id": verdict.license_id}, record["sha256"]), None
             if verdict.ok:
                 return {**record, "license_id": verdict.license_id}, member
         return fetch_one(row, fetcher, allow)
