@@ -1,5 +1,7 @@
 """Identity functions and the licence gate."""
 
+import re
+
 import pytest
 
 from gpic.identity import make_key, shard_of, split_of
@@ -213,3 +215,44 @@ def test_licence_gate_reasons():
     assert unknown.reason == "licence unrecognised: Copyrighted free use"
     assert check("", "", "x", ALLOW).reason == "licence unrecognised: (empty)"
     assert not check("GFDL", "", "x", ALLOW).ok and not check("13", "", "x", ALLOW).ok  # ND
+
+
+def test_wikidata_items_read_as_their_licence():
+    from gpic.licenses import WIKIDATA_ITEMS, from_text
+
+    assert from_text("Q20007257") == "CC-BY-4.0" and from_text(" q6938433 ") == "CC0-1.0"
+    assert canonical("Q18199165") == "CC-BY-SA-4.0" and canonical("Q42716613") == "CC-BY-SA-3.0-DE"
+    assert canonical("Q7257361") == "PDM-1.0" and canonical("Q19652") == "public-domain"
+    assert canonical("Q50829104") == "GFDL-1.2-or-later" and canonical("Q34179348") == "CC-BY-NC-4.0"
+    # unknown, unversioned ("CC BY", Q6905323) and malformed items stay unrecognised
+    assert [canonical(q) for q in ("Q6905323", "Q1", "Q0", "Q", "Q12a", "P275")] == [None] * 6
+    assert all(canonical(license_id) == license_id for license_id in WIKIDATA_ITEMS.values())
+    assert all(re.fullmatch(r"Q[1-9][0-9]*", q) for q in WIKIDATA_ITEMS)
+
+
+def test_url_of_gives_the_deed_that_resolve_reads_back():
+    from gpic.licenses import WIKIDATA_ITEMS, from_url, resolve, url_of
+
+    assert url_of("CC-BY-4.0") == "https://creativecommons.org/licenses/by/4.0/"
+    assert url_of("CC-BY-NC-SA-2.0") == "https://creativecommons.org/licenses/by-nc-sa/2.0/"
+    assert url_of("CC-BY-SA-3.0-DE") == "https://creativecommons.org/licenses/by-sa/3.0/de/"
+    assert url_of("CC0-1.0") == "https://creativecommons.org/publicdomain/zero/1.0/"
+    assert url_of("PDM-1.0") == "https://creativecommons.org/publicdomain/mark/1.0/"
+    assert url_of("public-domain") == "" and url_of("all-rights-reserved") == ""
+    for license_id in sorted({*every_canonical_id(), *WIKIDATA_ITEMS.values()}):
+        url = url_of(license_id)
+        assert resolve(license_id, url) == (license_id, ""), license_id
+        assert not url or from_url(url) == license_id
+    for bad in ("CC-BY-?", "MIT", "", "CC-BY"):
+        with pytest.raises(ValueError):
+            url_of(bad)
+
+
+def test_wikidata_item_with_its_url_passes_the_gate_and_a_wrong_url_conflicts():
+    from gpic.licenses import url_of
+
+    assert check("Q20007257", url_of("CC-BY-4.0"), "Jane Doe", ALLOW).ok
+    assert check("Q6938433", url_of("CC0-1.0"), "", ALLOW).ok
+    assert not check("Q20007257", url_of("CC-BY-4.0"), "", ALLOW).ok  # attribution still required
+    wrong = check("Q20007257", url_of("CC-BY-NC-4.0"), "Jane Doe", ALLOW)
+    assert wrong.reason == "licence conflict: text CC-BY-4.0, url CC-BY-NC-4.0"

@@ -54,6 +54,66 @@ NAMES = {
     "cc pdm 1.0": "PDM-1.0",
     "gfdl": "GFDL-1.2-or-later",  # Commons' {{GFDL}}: version 1.2 or any later
 }
+# Wikidata items that Commons' structured data names as a file's licence (P275) or copyright
+# status (P6216), as canonical ids. Each id was checked against Wikimedia's own list of licence
+# items for Commons search (operations-mediawiki-config, $wgWBCSLicenseMapping, T257938) and at
+# least one tool that writes or reads these statements (multichill's own-work SDC bot, Flickypedia,
+# ContentMine's NCBI2wikidata); an item not found in two such sources is left out and stays
+# unrecognised. Unversioned items ("CC BY", Q6905323) are left out: the version is the licence.
+WIKIDATA_ITEMS = {
+    # public domain: waivers, marks and statements
+    "Q6938433": "CC0-1.0",
+    "Q7257361": "PDM-1.0",
+    "Q19652": "public-domain",  # public domain (mostly a P6216 status)
+    "Q98592850": "public-domain",  # released into the public domain by the copyright holder
+    # Creative Commons Attribution, generic and ported
+    "Q30942811": "CC-BY-1.0",
+    "Q19125117": "CC-BY-2.0",
+    "Q75470422": "CC-BY-2.0-FR",
+    "Q44282633": "CC-BY-2.0-KR",
+    "Q26116436": "CC-BY-2.1-JP",
+    "Q18810333": "CC-BY-2.5",
+    "Q27940776": "CC-BY-2.5-SE",
+    "Q14947546": "CC-BY-3.0",
+    "Q52555753": "CC-BY-3.0-AU",
+    "Q53859967": "CC-BY-3.0-NL",
+    "Q18810143": "CC-BY-3.0-US",
+    "Q20007257": "CC-BY-4.0",
+    # Creative Commons Attribution-ShareAlike, generic and ported
+    "Q47001652": "CC-BY-SA-1.0",
+    "Q19068220": "CC-BY-SA-2.0",
+    "Q77355872": "CC-BY-SA-2.0-FR",
+    "Q44282641": "CC-BY-SA-2.0-KR",
+    "Q19113751": "CC-BY-SA-2.5",
+    "Q24331618": "CC-BY-SA-2.5-CA",
+    "Q18199175": "CC-BY-SA-2.5-NL",
+    "Q15914252": "CC-BY-SA-2.5-SE",
+    "Q14946043": "CC-BY-SA-3.0",
+    "Q80837139": "CC-BY-SA-3.0-AT",
+    "Q86239208": "CC-BY-SA-3.0-AU",
+    "Q42716613": "CC-BY-SA-3.0-DE",
+    "Q86239559": "CC-BY-SA-3.0-EE",
+    "Q86239991": "CC-BY-SA-3.0-ES",
+    "Q86240326": "CC-BY-SA-3.0-FR",
+    "Q86240624": "CC-BY-SA-3.0-LU",
+    "Q18195572": "CC-BY-SA-3.0-NL",
+    "Q80837607": "CC-BY-SA-3.0-PL",
+    "Q86241082": "CC-BY-SA-3.0-RO",
+    "Q18810341": "CC-BY-SA-3.0-US",
+    "Q18199165": "CC-BY-SA-4.0",
+    # the GFDL as Commons' {{GFDL}} gives it: version 1.2 or any later
+    "Q50829104": "GFDL-1.2-or-later",
+    # non-commercial and no-derivatives licences: recognised so that they are refused by name
+    "Q47008926": "CC-BY-NC-ND-1.0",
+    "Q18810331": "CC-BY-NC-3.0",
+    "Q15643954": "CC-BY-NC-SA-3.0",
+    "Q19125045": "CC-BY-NC-ND-3.0",
+    "Q34179348": "CC-BY-NC-4.0",
+    "Q42553662": "CC-BY-NC-SA-4.0",
+    "Q24082749": "CC-BY-NC-ND-4.0",
+    "Q36795408": "CC-BY-ND-4.0",
+}
+WIKIDATA_ITEM = re.compile(r"^q[1-9][0-9]*$")
 # Every canonical id reads as itself (a manifest written with SPDX ids, ours or another tool's).
 NAMES |= {license_id.lower(): license_id for license_id in (*FLICKR_IDS.values(), *NAMES.values())
           if not license_id.startswith("CC-BY")}
@@ -102,6 +162,8 @@ def from_url(license_url: str) -> str | None:
 def _from_name(text: str) -> str | None:
     if text in FLICKR_IDS:
         return FLICKR_IDS[text]
+    if WIKIDATA_ITEM.match(text):  # a Wikidata item, as Commons' structured data names a licence
+        return WIKIDATA_ITEMS.get(text.upper())
     if text in NAMES:
         return NAMES[text]
     if text.startswith(("pd-", "pd ")):  # Commons templates: PD-US, PD-old-70, PD-self, ...
@@ -121,9 +183,9 @@ def _from_name(text: str) -> str | None:
 
 def from_text(license_text: str) -> str | None:
     """The licence a free-text name gives (Flickr's ids and names, Commons' LicenseShortName,
-    SPDX ids, the long names sources print), or None. A CC name without a version gets "?"
-    for it. "Attribution 4.0 International (CC BY 4.0)" is read on both sides of the
-    parenthesis, which must agree."""
+    SPDX ids, the long names sources print, a Wikidata item of WIKIDATA_ITEMS such as
+    "Q20007257"), or None. A CC name without a version gets "?" for it. "Attribution 4.0
+    International (CC BY 4.0)" is read on both sides of the parenthesis, which must agree."""
     text = " ".join(license_text.strip().lower().replace("_", " ").split())
     if (found := _from_name(text)) or not (m := PARENTHESIS.match(text)):
         return found
@@ -151,6 +213,24 @@ def _agree(a: str, b: str) -> str | None:
         return None
     version = vb if va == UNVERSIONED else va
     return "-".join([ea, version] + ([pa or pb] if pa or pb else []))
+
+
+def url_of(license_id: str) -> str:
+    """The canonical URL of a canonical id (CC deed with version and port, CC0, the PD Mark, the
+    GFDL), which `resolve` reads back as the same licence; '' for ids without one
+    (public-domain, all-rights-reserved). A collector that knows the licence but not its URL
+    (Commons' structured data) writes this one, so text and URL always agree."""
+    if license_id in ("public-domain", "all-rights-reserved"):
+        return ""
+    if m := re.match(r"^(CC0|PDM)-(\d\.\d)$", license_id):
+        return f"https://creativecommons.org/publicdomain/{'zero' if m.group(1) == 'CC0' else 'mark'}/{m.group(2)}/"
+    if license_id == "GFDL-1.2-or-later":
+        return "https://www.gnu.org/copyleft/fdl.html"
+    elements, version, port = _base(license_id)
+    if not version or version == UNVERSIONED:
+        raise ValueError(f"no canonical URL for licence {license_id!r}")
+    url = f"https://creativecommons.org/licenses/{elements[3:].lower()}/{version}/"
+    return url + (f"{port.lower()}/" if port else "")
 
 
 def _specific(license_id: str | None) -> str | None:
