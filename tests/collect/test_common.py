@@ -75,14 +75,20 @@ def test_a_killed_part_resumes_from_its_last_page_without_duplicates(tmp_path):
     assert not out.with_suffix(".pages").exists()
 
 
-def test_a_repeated_source_id_is_written_once(tmp_path):
+def test_a_part_is_its_pages_in_order_and_partition_keeps_the_first_of_a_repeat(tmp_path):
+    """No safety net in the part hides a collector that repeats rows: the checkpoints keep a
+    resumed part free of repeats, and a row the source lists twice is one key to partition."""
     def pages(state):
         yield Page([row(1), row(2)], {"next": 1})
+        yield Page([], {"next": 2})  # a page with no rows (a window split) is a checkpoint only
         yield Page([row(2, title="again"), row(3)], None)
 
     out = tmp_path / "p.parquet"
-    assert collect_part(out, pages, []) == 3
-    assert pq.read_table(out).column("title").to_pylist() == ["File:1.jpg", "File:2.jpg", "File:3.jpg"]
+    assert collect_part(out, pages, []) == 4
+    assert pq.read_table(out).column("title").to_pylist() == ["File:1.jpg", "File:2.jpg", "again", "File:3.jpg"]
+    summary = partition.partition([str(out)], validate_config({"sources": [str(out)], "shards": 1}), tmp_path / "m")
+    assert (summary["keys"], summary["repeated_keys"]) == (3, 1)
+    assert pd.read_parquet(tmp_path / "m" / "00000.parquet").set_index("source_id").loc["2", "title"] == "File:2.jpg"
 
 
 def test_pages_written_with_other_settings_are_not_resumed(tmp_path):

@@ -173,7 +173,7 @@ def server():
 
 def config(api: str, **commons) -> dict:
     section = {"api": api, "start": "2020-01-01", "end": "2020-01-03", "window_days": 1, "batch": 2,
-               "thumb_width": 640, "maxlag": 5, **commons}
+               "thumb_width": 800, "maxlag": 5, **commons}
     return {"user_agent": UA, "retries": 3, "backoff_s": 0.5, "max_backoff_s": 1, "timeout_s": 10,
             "commons": section}
 
@@ -227,9 +227,9 @@ def test_every_file_of_the_windows_is_written_once_with_its_rendition(collected)
     assert wiki.listed["File:Mike.jpg"] == 2 and wiki.listed["File:Oscar.jpg"] == 1
     alpha = first.loc["File:Alpha.jpg"]
     assert alpha["source"] == "wikimedia" and alpha["source_id"] == alpha["page_id"] == str(FILES[0]["pageid"])
-    assert alpha["url"] == "https://upload.wikimedia.org/wikipedia/commons/thumb/a/ab/Alpha.jpg/640px-Alpha.jpg"
+    assert alpha["url"] == "https://upload.wikimedia.org/wikipedia/commons/thumb/a/ab/Alpha.jpg/960px-Alpha.jpg"
     assert (alpha["width"], alpha["height"], alpha["original_width"], alpha["original_height"]) == (
-        "640", "480", "4000", "3000")
+        "960", "720", "4000", "3000")
     assert alpha["original_url"] == "https://upload.wikimedia.org/wikipedia/commons/a/ab/Alpha.jpg"
     assert (alpha["license"], alpha["license_url"]) == ("CC BY-SA 4.0", BY_SA["LicenseUrl"])
     assert alpha["attribution"] == "Alice Example & Bob"
@@ -238,7 +238,7 @@ def test_every_file_of_the_windows_is_written_once_with_its_rendition(collected)
     read = datetime.fromisoformat(alpha["retrieved_at"])
     assert abs((datetime.now(UTC) - read).total_seconds()) < 60
     lima = first.loc["File:Lima.svg"]
-    assert lima["url"].endswith("/640px-Lima.svg.png") and (lima["width"], lima["height"]) == ("512", "512")
+    assert lima["url"].endswith("/960px-Lima.svg.png") and (lima["width"], lima["height"]) == ("512", "512")
     # Foxtrot's imageinfo came only in the batch's second answer, and Echo's only in its first
     assert first.loc["File:Foxtrot.jpg", REASON] == "" and first.loc["File:Foxtrot.jpg", "url"]
 
@@ -266,7 +266,7 @@ def test_refused_files_keep_their_reasons(collected):
     assert (india["license"], india["license_url"], india["license_short_name"], india["usage_terms"]) == (
         "Public domain", "", "", "Public domain")
     assert first.loc["File:Echo.jpg", "license"] == "CC BY-SA 4.0"  # the raw fields stay beside the reason
-    assert first.loc["File:Golf.jpg", "width"] == "640" and first.loc["File:Golf.jpg", "original_width"] == ""
+    assert first.loc["File:Golf.jpg", "width"] == "960" and first.loc["File:Golf.jpg", "original_width"] == ""
 
 
 def test_parts_are_valid_manifests(collected):
@@ -287,7 +287,7 @@ def test_requests_are_polite_and_lag_is_waited_out(collected):
     answered = [p for i, p in enumerate(wiki.requests) if i not in FAULTS]
     assert len(answered) == 8 + 2  # 7 batches of 2 (one in two answers) in the first window, 2 in the second
     for params in wiki.requests:
-        assert params["maxlag"] == "5" and params["formatversion"] == "2" and params["iiurlwidth"] == "640"
+        assert params["maxlag"] == "5" and params["formatversion"] == "2" and params["iiurlwidth"] == "960"
         assert set(params["iiprop"].split("|")) >= {"url", "size", "mime", "sha1", "extmetadata", "timestamp"}
         assert params["gailimit"] == "2"
     assert answered[0]["gaistart"] == "2020-01-01T00:00:00Z" and answered[0]["gaiend"] == "2020-01-02T00:00:00Z"

@@ -355,10 +355,12 @@ def resume_state(folder: Path, params: str = "") -> tuple[bool, object, int]:
 
 def collect_part(out: Path, pages: Callable[[object], Iterator[Page]], columns: Iterable[str],
                  params: str = "") -> int:
-    """Write one part: resume from its last checkpoint, append pages, then gather them into
-    `out` and remove the page folder. Returns the part's row count. A part's rows keep their
-    first occurrence per source_id: a window boundary or a resumed page never yields a row twice.
-    `params` (a hash of the settings that shape the rows) is stored with every page and the part."""
+    """Write one part: resume from its last checkpoint, append pages, then copy them page by
+    page into `out` (memory: one page, whatever the part's size) and remove the page folder.
+    Returns the part's row count. Rows are written as the collector gives them: the checkpoints
+    alone keep a resumed part free of repeats (a row the source itself lists twice is the same
+    key to partition, which keeps the first and counts the rest). `params` (a hash of the
+    settings that shape the rows) is stored with every page and the part."""
     schema = part_schema(columns)
     folder = out.with_suffix(".pages")
     started, state, n = resume_state(folder, params)
@@ -372,17 +374,13 @@ def collect_part(out: Path, pages: Callable[[object], Iterator[Page]], columns: 
                 break
         else:
             raise CollectError(f"{out.stem}: the collector stopped without finishing the part")
-    tables = [pq.read_table(p).replace_schema_metadata(None) for p in _pages(folder)]
-    table = pa.concat_tables(tables) if tables else part_schema(columns).empty_table()
-    table = _first_per_source_id(table).replace_schema_metadata({PARAMS_KEY: params.encode()})
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    rows = 0
+    meta = schema.with_metadata({PARAMS_KEY: params.encode()})
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, meta, compression="zstd") as writer:
+        for path in _pages(folder):
+            table = pq.read_table(path, schema=schema)
+            if table.num_rows:
+                writer.write_table(table)
+                rows += table.num_rows
     shutil.rmtree(folder, ignore_errors=True)
-    return table.num_rows
-
-
-def _first_per_source_id(table: pa.Table) -> pa.Table:
-    ids = table.column("source_id").to_pylist()
-    seen: set[str] = set()
-    keep = [i for i, sid in enumerate(ids) if not sid or not (sid in seen or seen.add(sid))]
-    return table if len(keep) == len(ids) else table.take(keep)
+    return rows

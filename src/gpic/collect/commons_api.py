@@ -34,6 +34,7 @@ from gpic.collect.common import (
     retry_after,
     windows,
 )
+from gpic.collect.commons_dump import rendition_width
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ COLUMNS = ["page_id", "sha1", "mime", "original_url", "original_width", "origina
            "license_short_name", "usage_terms"]
 # The schema's defaults (config.schema.yaml, collect.commons), for a section given by hand.
 DEFAULTS = {"api": "https://commons.wikimedia.org/w/api.php", "start": "2004-09-07", "window_days": 30,
-            "categories": [], "thumb_width": 1024, "batch": 50, "maxlag": 5}
+            "categories": [], "thumb_width": 960, "batch": 50, "maxlag": 5}
 IIPROP = "url|size|mime|sha1|extmetadata|timestamp"
 # Only the extmetadata read here: a description page's whole metadata (descriptions,
 # categories, EXIF) is most of an answer's size.
@@ -127,7 +128,7 @@ def pages(part: str, cfg: dict, ctx, state) -> Iterator[Page]:
     if part not in queries:
         raise ValueError(f"commons: no part {part!r} in this config")
     where, generator, window = queries[part]
-    thumb_width = int(cfg["thumb_width"])
+    thumb_width = rendition_width(int(cfg["thumb_width"]))
     params = {"action": "query", "format": "json", "formatversion": "2", "maxlag": str(cfg["maxlag"]),
               **generator, "prop": "imageinfo", "iiprop": IIPROP, "iiextmetadatafilter": "|".join(EXTMETADATA)}
     if thumb_width:

@@ -62,7 +62,7 @@ COLUMNS = ["page_id", "file_name", "sha1", "mime", "original_url", "original_wid
            "upload_time", "copyright_status", "license_items", "licence_source"]
 SOURCE = "wikimedia"
 LICENCE_SOURCE = "structured data"
-DEFAULTS = {"chunks": 1, "thumb_width": 1024, "upload_url": "https://upload.wikimedia.org/wikipedia/commons"}
+DEFAULTS = {"chunks": 1, "thumb_width": 960, "upload_url": "https://upload.wikimedia.org/wikipedia/commons"}
 PAGE_ENTITIES = 2000  # MediaInfo entities per checkpointed page
 COMPRESSED = (".gz", ".bz2")
 
