@@ -84,6 +84,18 @@ LICENCES = [
     ("Public Domain Mark", "", "PDM-1.0"),
     ("Attribution 4.0 International", "", "CC-BY-4.0"),
     ("Attribution-ShareAlike 4.0 International", "", "CC-BY-SA-4.0"),
+    # Forms the collectors meet: Flickr's newer names, Commons' UsageTerms, IGO ports and
+    # multi-version templates (the first version listed is read).
+    ("Public Domain Dedication (CC0 1.0)", "https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    ("Public Domain Mark 1.0", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
+    ("Creative Commons Zero, Public Domain Dedication", "http://creativecommons.org/publicdomain/zero/1.0/deed.en",
+     "CC0-1.0"),
+    ("CC BY 3.0 IGO", "https://creativecommons.org/licenses/by/3.0/igo/deed.en", "CC-BY-3.0-IGO"),
+    ("CC BY-SA 3.0 igo", "https://creativecommons.org/licenses/by-sa/3.0/igo/", "CC-BY-SA-3.0-IGO"),
+    ("CC BY-SA 3.0,2.5,2.0,1.0", "https://creativecommons.org/licenses/by-sa/3.0/", "CC-BY-SA-3.0"),
+    ("CC BY-SA 2.5 / 2.0 / 1.0", "", "CC-BY-SA-2.5"),
+    ("CC BY-SA 3.0,2.5,2.0,1.0", "https://creativecommons.org/licenses/by-sa/2.5/", None),  # the URL names another
+    ("CC BY 3.0 IGO", "https://creativecommons.org/licenses/by/3.0/de/", None),
     ("Attribution-NonCommercial-NoDerivs 4.0 International", "", "CC-BY-NC-ND-4.0"),
     # Wikimedia Commons LicenseShortName (extmetadata), with and without LicenseUrl
     ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0", "CC-BY-SA-4.0"),
@@ -141,7 +153,7 @@ LICENCES = [
     # unrecognised
     ("", "", None),
     ("Copyrighted free use", "", None),
-    ("CC BY-SA 2.5,2.0,1.0", "", None),
+    ("CC BY-SA 2.5,2.0,1.0", "", "CC-BY-SA-2.5"),  # Commons multi-version template: each version is granted
     ("17", "", None),
     ("cc by 4.0 and more", "", None),
 ]

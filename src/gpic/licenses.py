@@ -46,6 +46,9 @@ NAMES = {
     "united states government work": "public-domain",
     "public domain dedication (cc0)": "CC0-1.0",
     "public domain mark": "PDM-1.0",
+    "public domain mark 1.0": "PDM-1.0",  # Flickr's newer name for id 10
+    "public domain dedication (cc0 1.0)": "CC0-1.0",
+    "creative commons zero, public domain dedication": "CC0-1.0",  # Commons' UsageTerms for CC0
     "public domain": "public-domain",
     "cc0": "CC0-1.0",
     "cc-zero": "CC0-1.0",
@@ -117,9 +120,13 @@ WIKIDATA_ITEM = re.compile(r"^q[1-9][0-9]*$")
 # Every canonical id reads as itself (a manifest written with SPDX ids, ours or another tool's).
 NAMES |= {license_id.lower(): license_id for license_id in (*FLICKR_IDS.values(), *NAMES.values())
           if not license_id.startswith("CC-BY")}
-CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d))?(?:[ -]([a-z]{2}))?(?:[ -]migrated)?$")
+# A port is two letters, or "igo" (3.0 IGO, for intergovernmental organisations). Commons'
+# multi-version templates ("CC BY-SA 3.0,2.5,2.0,1.0") offer every version listed: the first,
+# the newest, is the one read.
+CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d)(?: ?[,/] ?\d\.\d)*)?(?:[ -]([a-z]{2}|igo))?"
+                     r"(?:[ -]migrated)?$")
 ATTRIBUTION_TEXT = re.compile(r"^attribution((?:-(?:noncommercial|sharealike|noderivs))*)[ -](\d\.\d)$")
-CC_URL = re.compile(r"creativecommons\.org/licenses/(by(?:-(?:nc|nd|sa))*)/(\d\.\d)(?:/([a-z]{2})(?=/|$))?")
+CC_URL = re.compile(r"creativecommons\.org/licenses/(by(?:-(?:nc|nd|sa))*)/(\d\.\d)(?:/([a-z]{2}|igo)(?=/|$))?")
 CC0_URL = re.compile(r"creativecommons\.org/publicdomain/zero/(\d\.\d)")
 PDM_URL = re.compile(r"creativecommons\.org/publicdomain/mark/(\d\.\d)")
 COMMONS_PD_URL = re.compile(r"commons\.wikimedia\.org/wiki/template:(pd-|no_restrictions)")
@@ -195,7 +202,7 @@ def from_text(license_text: str) -> str | None:
 
 def _base(license_id: str) -> tuple[str, str, str | None]:
     """(elements, version, port) of a CC id; (id, '', None) for others."""
-    if m := re.match(r"^(CC-BY(?:-(?:NC|ND|SA))*)-(\d\.\d|\?)(?:-([A-Z]{2}))?$", license_id):
+    if m := re.match(r"^(CC-BY(?:-(?:NC|ND|SA))*)-(\d\.\d|\?)(?:-([A-Z]{2}|IGO))?$", license_id):
         return m.group(1), m.group(2), m.group(3)
     return license_id, "", None
 
