@@ -133,17 +133,18 @@ def test_config_types_have_the_schema_keys():
 # Hashes of the demo config and of a minimal one (with Snakemake's validator). Records carry
 # them: a change refetches or recaptions every shard, so one must be made on purpose (the fetch
 # hashes changed when fetch.allow_networks and fetch.opt_out_directives replaced
-# allow_private_addresses, the embed hashes when embed.center_crop was removed, the whole
-# config's when the pack section came).
+# allow_private_addresses and again when fetch.placeholder_sha256 came (a listed hash fails
+# stored bodies as gone), the embed hashes when embed.center_crop was removed, the whole
+# config's when the pack and collect sections came).
 HASHES = {
     "demo": {"filter": "ec77cf24eb5c", "judge": "723bf149e93f", "embed": "58fdd2458ad1", "dedup": "4cbc26fad312",
              "caption": "b2db72eec6b3", "eval": "63418077bc63", "splits": "fb8f1b2f903a", "tiers": "c3608768afbb",
-             "publish": "3605399b2f97", "cost": "8c663b246f69", "fetch_params": "e6930e16a924",
-             "scores": "31ee07f365d6", "whole": "b0a6907d31fe"},
+             "publish": "3605399b2f97", "cost": "8c663b246f69", "fetch_params": "4ebdee4032c6",
+             "scores": "31ee07f365d6", "whole": "2fe70615a6de"},
     "minimal": {"filter": "ec77cf24eb5c", "judge": "663e9e05cfaf", "embed": "19f635e62fd5", "dedup": "f868a5584487",
                 "caption": "175cd12461c8", "eval": "a3643eeea4cf", "splits": "2d1d354934f8", "tiers": "c3608768afbb",
-                "publish": "4ea95a6daa41", "cost": "8c663b246f69", "fetch_params": "8469c7fd0cfe",
-                "scores": "31ee07f365d6", "whole": "a56d5f6435a9"},
+                "publish": "4ea95a6daa41", "cost": "8c663b246f69", "fetch_params": "3d7f7744db5c",
+                "scores": "31ee07f365d6", "whole": "e6f560eeca7d"},
 }
 
 
