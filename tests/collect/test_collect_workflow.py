@@ -92,6 +92,7 @@ def test_lineage_reaches_the_dump_entity_and_a_rerun_collects_nothing(collected_
     manifest = json.loads(shown.stdout)["manifests"]
     assert manifest["manifest_file"].endswith("collect/commons-dump/chunk-00000-of-00002.parquet")
     assert manifest["extra"]["page_id"] == "1003" and manifest["license"] == "CC-BY-4.0"
+    assert manifest["extra"]["entity_modified"] == "2024-01-01T00:00:00Z"
     assert manifest["attribution"] == "Author 3" and manifest["url"].startswith("file://")
     dry = snakemake(collected_run, "-n")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr

@@ -59,7 +59,7 @@ from gpic.licenses import NEEDS_ATTRIBUTION, WIKIDATA_ITEMS, url_of
 log = logging.getLogger(__name__)
 
 COLUMNS = ["page_id", "file_name", "sha1", "mime", "original_url", "original_width", "original_height",
-           "upload_time", "copyright_status", "license_items", "licence_source"]
+           "upload_time", "copyright_status", "license_items", "licence_source", "entity_modified"]
 SOURCE = "wikimedia"
 LICENCE_SOURCE = "structured data"
 DEFAULTS = {"chunks": 1, "thumb_width": 960, "upload_url": "https://upload.wikimedia.org/wikipedia/commons"}
@@ -337,7 +337,8 @@ def entity_row(entity: dict, image: dict | None, cfg: dict, retrieved_at: str) -
     row = {"source": SOURCE, "source_id": page_id, "title": title, "retrieved_at": retrieved_at,
            "page_id": page_id, "file_name": _name(entity), "copyright_status": " ".join(_items(entity, "P6216")),
            "license_items": " ".join(items), "licence_source": LICENCE_SOURCE, "license": license_id,
-           "license_url": url_of(license_id) if license_id else "", "attribution": attribution(entity)}
+           "license_url": url_of(license_id) if license_id else "", "attribution": attribution(entity),
+           "entity_modified": str(entity.get("modified") or "")}  # when the licence statement last changed
     if not title:
         return {**row, REASON: "collect: no title in the MediaInfo entity, so no image table row to join"}
     if image is None:
