@@ -7,9 +7,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 from snakemake.utils import update_config
 
+from gpic import collect
+from gpic.collect.common import require_user_agent
 from gpic.config import load_config, validate_config
 from gpic.inference.checkpoints import COMMIT, SHA256, check_pins, local_path
 
@@ -29,6 +32,17 @@ def test_production_config_is_gpics_scale_on_gpus():
     levels = SCHEMA["properties"]["caption"]["properties"]["levels"]["default"]
     assert c["caption"]["levels"] == levels  # the schema's GPIC-like budgets, 12 to 256 tokens
     assert c["fetch"]["file_roots"] == []
+
+
+def test_production_collects_from_the_commons_dumps_and_the_flickr_api():
+    c = load_config(PRODUCTION)
+    assert (c["sources"], c["collect"]["collectors"]) == ([], ["commons-dump", "flickr"])
+    windows = collect.parts(c["collect"], "flickr")
+    assert (windows[0], len(windows)) == ("20040201T000000-20040208T000000", 1187)  # weekly, 2004-02 to 2026-11
+    assert collect.parts(c["collect"], "commons-dump")[-1] == "chunk-00063-of-00064"
+    assert c["collect"]["commons_dump"]["mediainfo"].endswith(".json")  # decompressed: 64 parts can be entered
+    with pytest.raises(ValueError, match="no contact"):  # each team must put its own contact in
+        require_user_agent(c["collect"]["user_agent"])
 
 
 def test_production_pins_the_real_models():
