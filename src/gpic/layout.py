@@ -9,7 +9,8 @@ review tools and the benchmarks name files only through this module.
       {fetch,filter,judge,embed}/{shard}.parquet  per-shard stage tables
       dedup/decisions.parquet, {shard}.parquet,   global dedup: all decisions, one slice per
         blocks/{block}.json                       shard, a digest per block of shards
-      captions/{shard}.parquet                    caption
+      captions/{shard}.parquet,                   caption, and a digest per block of what its
+        heldout/{block}.json                      val/test samples carry
       packed/{split}/gpic_{split}_{NNNNN}.tar     pack (webdataset) + .parquet index per tar
       packed/README.md, SHA256SUMS                publish
       provenance/{shard}.parquet                  final state of every key
@@ -98,6 +99,10 @@ class Layout:
 
     def block_digest(self, block: str) -> Path:
         return self.root / "dedup" / "blocks" / f"{block}.json"
+
+    def heldout_digest(self, block: str) -> Path:
+        """What a caption block gives the val/test shards (gpic.stages.pack.heldout_digest)."""
+        return self.root / "captions" / "heldout" / f"{block}.json"
 
     def stamps(self, job: str) -> Path:
         return self.root / "done" / job

@@ -16,10 +16,12 @@ import yaml
 from typer.testing import CliRunner
 
 from gpic.cli import app
+from gpic.contracts import LEVELS
+from gpic.layout import Layout
 from gpic.review.verify import verify
-from gpic.stages.pack import ShardInputs, pack
+from gpic.stages.pack import MANIFEST_FIELDS, ShardInputs, heldout_digest, pack, write_heldout_digest
 from gpic.stages.publish import published_files
-from gpic.store import read_table, read_tar, write_tar
+from gpic.store import read_table, read_tar, write_table, write_tar
 
 
 @pytest.mark.slow
@@ -208,3 +210,36 @@ def test_an_index_without_samples_has_the_schema_of_every_index(tmp_path):
     assert pq.read_schema(tmp_path / "out.parquet").remove_metadata() == INDEX_SCHEMA
     with tarfile.open(tmp_path / "out.tar") as tar:
         assert tar.getmembers() == []
+
+
+def write_block(root, captions: dict[str, str]) -> Layout:
+    """Shards 00000-00001 with keys k0 (train), k1 (val), k2 (test), k3 (val, caption failed)."""
+    layout = Layout(root)
+    splits = {"k0": "train", "k1": "val", "k2": "test", "k3": "val"}
+    for shard in ("00000", "00001"):
+        keys = [f"{shard}-{k}" for k in splits]
+        files = layout.shard(shard)
+        write_table(pd.DataFrame({"key": keys, "split": list(splits.values()),
+                                  **{c: "x" for c in MANIFEST_FIELDS if c not in ("key", "split")}}),
+                    files.table("manifests"))
+        write_table(pd.DataFrame({"key": keys, "sha256": [f"h{k}" for k in keys], "raw_member": "m",
+                                  "fetched_at": "t", "license_id": "CC0-1.0"}), files.table("fetch"))
+        write_table(pd.DataFrame({"key": keys, "width": 300, "height": 200}), files.table("filter"))
+        write_table(pd.DataFrame({"key": keys, "caption_status": ["ok", "ok", "ok", "failed"],
+                                  **{level: [captions.get(k, "a photo") for k in splits] for level in LEVELS},
+                                  "caption_model_id": "m", "caption_model_revision": "r"}), files.table("captions"))
+    return layout
+
+
+def test_the_heldout_digest_follows_the_val_and_test_samples_only(tmp_path):
+    """Held-out packing depends on this digest, not on the caption stamp: captioning a block
+    again must leave it unchanged unless a val/test sample changed."""
+    first = heldout_digest(write_block(tmp_path / "a", {}), "00000-00001")
+    assert {split: d["rows"] for split, d in first.items()} == {"val": 2, "test": 2}
+    train_changed = heldout_digest(write_block(tmp_path / "b", {"k0": "another train caption"}), "00000-00001")
+    failed_changed = heldout_digest(write_block(tmp_path / "c", {"k3": "never packed"}), "00000-00001")
+    assert train_changed == failed_changed == first
+    val_changed = heldout_digest(write_block(tmp_path / "d", {"k1": "a new val caption"}), "00000-00001")
+    assert val_changed["val"] != first["val"] and val_changed["test"] == first["test"]
+    write_heldout_digest(write_block(tmp_path / "e", {}), "00000-00001", tmp_path / "d.json")
+    assert json.loads((tmp_path / "d.json").read_text()) == {"block": "00000-00001", **first}

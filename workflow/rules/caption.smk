@@ -6,6 +6,7 @@ rule caption:
         path(R.block_digest("{block}")),
     output:
         stamp=path(R.stamp("caption", "{block}")),
+        heldout=path(R.heldout_digest("{block}")),
     log:
         path(R.log("caption", "{block}")),
     benchmark:

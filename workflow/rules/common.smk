@@ -60,10 +60,11 @@ def heldout(split, ext):
 
 
 def heldout_inputs(wildcards):
-    """Caption stamps of the blocks holding the raw shards this val/test shard gathers."""
+    """Held-out digests of the blocks holding the raw shards this val/test shard gathers: a
+    block captioned again with the same val/test samples leaves the shard current."""
     n = len(BUCKETS[wildcards.split])
     shards = bucket_range(int(wildcards.bucket), n, config["shards"])
-    return stamps("caption", sorted({block_of(s) for s in shards}))
+    return [path(R.heldout_digest(b)) for b in sorted({block_of(s) for s in shards})]
 
 
 def provenance_inputs(wildcards):

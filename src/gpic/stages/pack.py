@@ -7,6 +7,7 @@ reader of indexes ignores the choice."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from gpic.config import Config, PackConfig, tier_of_shard, tier_shard_counts
-from gpic.contracts import LEVELS, Captions, SampleRecord, to_gpic
+from gpic.contracts import HELD_OUT, LEVELS, Captions, SampleRecord, to_gpic
 from gpic.identity import shard_name
-from gpic.layout import Layout, ShardFiles, bucket_range
+from gpic.layout import Layout, ShardFiles, block_shards, bucket_range
 from gpic.stages import STAGES
-from gpic.store import read_table, read_tar, write_table, write_tar
+from gpic.store import read_table, read_tar, write_json, write_table, write_tar
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,40 @@ class ShardInputs:
     raw: str
 
 
-def samples(inputs: ShardInputs, split: str) -> tuple[pd.DataFrame, dict[str, bytes]]:
-    """Captioned keys of one raw shard that belong to `split`, with everything a sample carries."""
+def sample_rows(inputs: ShardInputs, split: str) -> pd.DataFrame:
+    """Captioned keys of one raw shard that belong to `split`, with every field a sample carries
+    (the image itself is named by its sha256)."""
     manifest = read_table(inputs.manifest, columns=MANIFEST_FIELDS)
     captions = read_table(inputs.captions, columns=CAPTION_FIELDS)
-    table = (manifest[manifest["split"] == split]
-             .merge(read_table(inputs.fetch, columns=FETCH_FIELDS), on="key")
-             .merge(read_table(inputs.filter, columns=["key", "width", "height"]), on="key")
-             .merge(captions[captions["caption_status"] == "ok"], on="key"))
+    return (manifest[manifest["split"] == split]
+            .merge(read_table(inputs.fetch, columns=FETCH_FIELDS), on="key")
+            .merge(read_table(inputs.filter, columns=["key", "width", "height"]), on="key")
+            .merge(captions[captions["caption_status"] == "ok"], on="key"))
+
+
+def samples(inputs: ShardInputs, split: str) -> tuple[pd.DataFrame, dict[str, bytes]]:
+    """`sample_rows` and the raw images they name."""
+    table = sample_rows(inputs, split)
     raw = read_tar(inputs.raw) if len(table) else {}
     return table, raw
+
+
+def heldout_digest(layout: Layout, block: str) -> dict:
+    """What a block gives the held-out shards: per split, the row count and a sha256 of every
+    field its val/test samples carry. The held-out packing depends on these digests rather
+    than on the caption job's stamp, so a block captioned again with its held-out samples
+    unchanged (most keys are train) reruns only its own provenance, not a whole bucket's."""
+    out = {}
+    for split in HELD_OUT:
+        rows = pd.concat([sample_rows(shard_inputs(layout.shard(s)), split) for s in block_shards(block)])
+        rows = rows.sort_values("key")[sorted(rows.columns)].astype(str)
+        digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
+        out[split] = {"rows": int(len(rows)), "sha256": digest}
+    return out
+
+
+def write_heldout_digest(layout: Layout, block: str, path: str | Path) -> None:
+    write_json({"block": block, **heldout_digest(layout, block)}, path)
 
 
 RECORD_COLUMNS = ["key", "tar", "image_member", "json_member", "split", "tier", "source", "source_id", "url", "license",
