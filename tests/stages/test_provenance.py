@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
 from gpic.cli import app
-from gpic.review.verify import check_keys, check_provenance
+from gpic.review.verify import check_keys, check_provenance, key_array
 from gpic.stages.provenance import assemble
 from gpic.store import write_json, write_table
 
@@ -107,3 +108,15 @@ def test_verify_names_a_key_packed_in_two_tars():
                "test/gpic_test_00000.tar": pd.DataFrame({"key": ["k2"]})}
     assert check_keys(indexes) == ["key k2 is packed more than once: test/gpic_test_00000.tar, "
                                    "train/gpic_train_00000.tar"]
+
+
+def test_verify_keeps_keys_as_arrays_and_names_at_most_twenty_of_a_kind():
+    """At 110M samples verify keeps only each tar's keys (bytes arrays), and a corpus-wide fault
+    is named by 20 keys and a count, not by millions of lines."""
+    keys = np.array([f"k{i:03d}" for i in range(30)], dtype=object)
+    indexes = {"train/a.tar": keys, "train/b.tar": keys[:25], "val/c.tar": np.array(["z"], dtype=object)}
+    problems = check_keys(indexes)
+    assert problems[0] == "key k000 is packed more than once: train/a.tar, train/b.tar"
+    assert len(problems) == 21 and problems[-1] == "... and 5 more keys packed more than once"
+    assert key_array(pd.DataFrame({"key": ["k1", "k2"]})).tolist() == [b"k1", b"k2"]
+    assert check_keys({"train/a.tar": keys}) == []

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -22,9 +25,21 @@ from gpic.index import split_of_tar
 from gpic.layout import Layout, index_path
 from gpic.store import read_table
 
+# What check_index reads of an index: members, offsets, the sha256 and the record's key, split and tier.
+INDEX_CHECKED = ["key", "tar", "image_member", "json_member", "image_offset", "image_size", "json_offset",
+                 "json_size", "sha256", "tier"]
 
-def check_checksums(packed: Path) -> list[str]:
-    """Every packed file listed in SHA256SUMS with its digest, and nothing listed missing."""
+
+SHOWN = 20  # keys named per kind of mismatch; a corpus-wide fault would otherwise print millions of lines
+
+
+def workers_default() -> int:
+    return os.cpu_count() or 1
+
+
+def check_checksums(packed: Path, workers: int = 1) -> list[str]:
+    """Every packed file listed in SHA256SUMS with its digest, and nothing listed missing.
+    Files are hashed `workers` at a time (hashlib releases the GIL on large blocks)."""
     sums = packed / "SHA256SUMS"
     if not sums.exists():
         return [f"{sums}: missing"]
@@ -33,13 +48,13 @@ def check_checksums(packed: Path) -> list[str]:
     on_disk = {str(p.relative_to(packed)) for p in packed.glob("*/*") if p.suffix in (".tar", ".parquet")}
     for name in sorted(on_disk - set(listed)):
         problems.append(f"{name}: not in SHA256SUMS")
-    for name, digest in sorted(listed.items()):
-        path = packed / name
-        if not path.exists():
-            problems.append(f"{name}: listed in SHA256SUMS but missing")
-        elif file_sha256(path) != digest:
-            problems.append(f"{name}: sha256 differs from SHA256SUMS")
-    return problems
+    present = sorted(name for name in listed if (packed / name).exists())
+    problems += [f"{name}: listed in SHA256SUMS but missing" for name in sorted(set(listed) - set(present))]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        digests = pool.map(lambda name: file_sha256(packed / name), present)
+        problems += [f"{name}: sha256 differs from SHA256SUMS"
+                     for name, digest in zip(present, digests, strict=True) if digest != listed[name]]
+    return sorted(problems)
 
 
 def check_index(tar_path: Path, index: pd.DataFrame, name: str | None = None, split: str | None = None,
@@ -98,23 +113,52 @@ def _check_record(tar_name: str, member: str, data: bytes, row, split: str, ours
     return []
 
 
-def check_keys(indexes: dict[str, pd.DataFrame]) -> list[str]:
+Keys = dict[str, "pd.DataFrame | np.ndarray"]  # tar name -> its keys (an index, or its key column alone)
+
+
+def key_array(keys: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """Keys as fixed-width bytes: 20 bytes a key, a fraction of a Python string's size, so the
+    keys of 110M samples fit in a few GB and sort in seconds."""
+    values = keys["key"].to_numpy() if isinstance(keys, pd.DataFrame) else keys
+    return np.asarray(values, dtype=object).astype("S") if len(values) else np.empty(0, dtype="S1")
+
+
+def _named(keys: np.ndarray, message: str) -> list[str]:
+    shown = [message.format(key=k.decode()) for k in keys[:SHOWN]]
+    return shown + ([f"... and {len(keys) - SHOWN} more like it"] if len(keys) > SHOWN else [])
+
+
+def check_keys(indexes: Keys) -> list[str]:
     """No key in two tars (so none in two splits) and none twice in one."""
     if not indexes:
         return []
-    rows = pd.concat([df[["key"]].assign(where=name) for name, df in indexes.items()], ignore_index=True)
-    repeated = rows[rows["key"].duplicated(keep=False)].groupby("key")["where"].apply(sorted)
-    return [f"key {key} is packed more than once: {', '.join(where)}" for key, where in repeated.items()]
+    names = list(indexes)
+    arrays = [key_array(indexes[name]) for name in names]
+    keys = np.concatenate(arrays)
+    where = np.repeat(np.arange(len(names)), [len(a) for a in arrays])
+    order = np.argsort(keys, kind="stable")
+    keys, where = keys[order], where[order]
+    same = keys[1:] == keys[:-1]
+    repeated = np.zeros(len(keys), dtype=bool)
+    repeated[1:] |= same
+    repeated[:-1] |= same
+    problems = []
+    for key in np.unique(keys[repeated])[:SHOWN]:
+        tars = sorted(names[i] for i in where[keys == key])
+        problems.append(f"key {key.decode()} is packed more than once: {', '.join(tars)}")
+    extra = len(np.unique(keys[repeated])) - SHOWN
+    return problems + ([f"... and {extra} more keys packed more than once"] if extra > 0 else [])
 
 
-def check_provenance(results: Path, indexes: dict[str, pd.DataFrame]) -> list[str]:
-    """Every shard's keys each in one final state, and packed keys exactly those in the indexes."""
+def check_provenance(results: Path, indexes: Keys) -> list[str]:
+    """Every shard's keys each in one final state, and packed keys exactly those in the indexes.
+    Read shard by shard, only the columns needed; the packed keys are kept as byte arrays."""
     layout = Layout(results)
     partition_path = layout.partition
     if not partition_path.exists():
         return [f"{partition_path}: missing"]
     per_shard = json.loads(partition_path.read_text())["per_shard"]
-    problems, packed = [], set()
+    problems, packed = [], []
     for shard, count in sorted(per_shard.items()):
         path = layout.table("provenance", shard)
         if not path.exists():
@@ -133,10 +177,11 @@ def check_provenance(results: Path, indexes: dict[str, pd.DataFrame]) -> list[st
         bad = sorted(set(table["state"]) - set(STATES))
         if bad:
             problems.append(f"provenance/{shard}: unknown states {bad}")
-        packed |= set(table.loc[table["state"] == "packed", "key"])
-    in_tars = set().union(*(set(df["key"]) for df in indexes.values())) if indexes else set()
-    problems += [f"key {k} is packed in provenance but in no index" for k in sorted(packed - in_tars)]
-    problems += [f"key {k} is in an index but not packed in provenance" for k in sorted(in_tars - packed)]
+        packed.append(key_array(table.loc[table["state"] == "packed", "key"].to_numpy()))
+    in_provenance = np.unique(np.concatenate(packed)) if packed else np.empty(0, dtype="S1")
+    in_tars = np.unique(np.concatenate([key_array(v) for v in indexes.values()])) if indexes else in_provenance[:0]
+    problems += _named(np.setdiff1d(in_provenance, in_tars), "key {key} is packed in provenance but in no index")
+    problems += _named(np.setdiff1d(in_tars, in_provenance), "key {key} is in an index but not packed in provenance")
     return problems
 
 
@@ -153,7 +198,7 @@ def verify_packed(folder: str | Path, index_dir: str | Path | None = None) -> tu
         problems += check_checksums(folder)
     else:
         notes.append(f"checksums not checked: {folder / 'SHA256SUMS'} does not exist")
-    indexes = {}
+    indexes: Keys = {}
     for tar_path in tars:
         name = str(tar_path.relative_to(folder))
         path = Path(index_path(str(tar_path), index_dir))
@@ -161,30 +206,41 @@ def verify_packed(folder: str | Path, index_dir: str | Path | None = None) -> tu
             problems.append(f"{name}: no index at {path} (build it with `gpic index`)")
             continue
         try:
-            indexes[name] = read_table(path)
-            problems += check_index(tar_path, indexes[name], name, split_of_tar(str(tar_path)), ours=False)
+            index = read_table(path)
+            problems += check_index(tar_path, index, name, split_of_tar(str(tar_path)), ours=False)
+            indexes[name] = key_array(index)
         except (tarfile.TarError, OSError, ValueError) as exc:
             problems.append(f"{name}: unreadable: {exc}")
     return problems + check_keys(indexes), notes
 
 
-def verify(results: str | Path) -> list[str]:
-    """Everything wrong with a results folder, each naming the file or key; empty when sound."""
-    results = Path(results)
+def _check_packed_tar(tar_path: Path) -> tuple[list[str], np.ndarray | None]:
+    """(problems, keys) of one packed tar and the index beside it; runs in a worker process."""
+    name = f"{tar_path.parent.name}/{tar_path.name}"
+    index_file = tar_path.with_suffix(".parquet")
+    if not index_file.exists():
+        return [f"{name}: no index beside it"], None
+    try:
+        index = read_table(index_file, columns=INDEX_CHECKED)
+        return check_index(tar_path, index), key_array(index)
+    except (tarfile.TarError, OSError, ValueError) as exc:  # pyarrow errors are ValueErrors
+        return [f"{name}: unreadable: {exc}"], None
+
+
+def verify(results: str | Path, workers: int | None = None) -> list[str]:
+    """Everything wrong with a results folder, each naming the file or key; empty when sound.
+    Checksums and tars are checked `workers` at a time (default: every core); of each index only
+    the columns the checks read are loaded, and only its keys are kept."""
+    results, workers = Path(results), workers or workers_default()
     packed = Layout(results).packed_root
-    problems = check_checksums(packed)
-    indexes = {}
-    for tar_path in sorted(packed.glob("*/*.tar")):
-        name = f"{tar_path.parent.name}/{tar_path.name}"
-        index_path = tar_path.with_suffix(".parquet")
-        if not index_path.exists():
-            problems.append(f"{name}: no index beside it")
-            continue
-        try:
-            indexes[name] = read_table(index_path)
-            problems += check_index(tar_path, indexes[name])
-        except (tarfile.TarError, OSError, ValueError) as exc:  # pyarrow errors are ValueErrors
-            problems.append(f"{name}: unreadable: {exc}")
+    problems = check_checksums(packed, workers)
+    tars = sorted(packed.glob("*/*.tar"))
+    indexes: Keys = {}
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(tars) or 1))) as pool:
+        for tar_path, (found, keys) in zip(tars, pool.map(_check_packed_tar, tars, chunksize=4), strict=True):
+            problems += found
+            if keys is not None:
+                indexes[f"{tar_path.parent.name}/{tar_path.name}"] = keys
     problems += check_keys(indexes)
     problems += check_provenance(results, indexes)
     return problems
