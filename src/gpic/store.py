@@ -80,40 +80,73 @@ def ustar_header(name: str, size: int) -> bytes:
     return bytes(block)
 
 
+class TarWriter:
+    """A USTAR tar written member by member, straight to the file: the caller holds one member's
+    bytes at a time, never the whole tar. Names must arrive in increasing order (what write_tar
+    sorts them into), so the same members give the same bytes however they were produced; the
+    file appears under its name only when the writer closes without an error."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path, self.offsets, self._position, self._last = path, {}, 0, None
+        self._atomic = atomic_path(path)
+
+    def __enter__(self) -> TarWriter:
+        self._out = self._atomic.__enter__().open("wb")
+        return self
+
+    def add(self, name: str, data: bytes) -> tuple[int, int]:
+        """Append a member; returns (data offset, size)."""
+        if self._last is not None and name <= self._last:
+            raise ValueError(f"{self.path}: member {name!r} given twice or out of order (after {self._last!r})")
+        header = ustar_header(name, len(data))
+        padding = -len(data) % tarfile.BLOCKSIZE
+        self._out.write(header)
+        self._out.write(data)
+        self._out.write(bytes(padding))
+        self.offsets[name] = (self._position + len(header), len(data))
+        self._position += len(header) + len(data) + padding
+        self._last = name
+        return self.offsets[name]
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None:  # two zero blocks, then pad the last record
+                end = self._position + 2 * tarfile.BLOCKSIZE
+                self._out.write(bytes(2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)))
+        finally:
+            self._out.close()
+            self._atomic.__exit__(kind, value, traceback)
+
+
 def write_tar(path: str | os.PathLike, members: Iterable[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
     """Write members (sorted by name) to a USTAR tar; return name -> (data offset, size).
 
     Blocks are written straight to the file, without tarfile.addfile's per-member copy loop."""
-    offsets: dict[str, tuple[int, int]] = {}
-    position = 0
-    with atomic_path(path) as tmp, tmp.open("wb") as out:
+    with TarWriter(path) as tar:
         for name, data in sorted(members, key=lambda m: m[0]):
-            if name in offsets:
-                raise ValueError(f"{path}: member {name!r} given twice")
-            header = ustar_header(name, len(data))
-            padding = -len(data) % tarfile.BLOCKSIZE
-            out.write(header)
-            out.write(data)
-            out.write(bytes(padding))
-            offsets[name] = (position + len(header), len(data))
-            position += len(header) + len(data) + padding
-        end = position + 2 * tarfile.BLOCKSIZE  # two zero blocks, then pad the last record
-        out.write(bytes(2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)))
-    return offsets
+            tar.add(name, data)
+    return tar.offsets
+
+
+def tar_places(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """(data offset, size) of every regular member of a tar, by name, from its headers alone.
+    Names that could escape a directory (absolute, '..') and non-regular or sparse members are
+    refused."""
+    places: dict[str, tuple[int, int]] = {}
+    with tarfile.open(path, mode="r") as tar:
+        for info in tar:
+            name = info.name
+            if not info.isfile() or info.sparse is not None or name.startswith("/") or ".." in Path(name).parts:
+                raise ValueError(f"{path}: refusing tar member {name!r}")
+            places[name] = (info.offset_data, info.size)
+    return places
 
 
 def read_tar(path: str | os.PathLike) -> dict[str, bytes]:
-    """All regular members of a tar by name. Names that could escape a directory
-    (absolute, '..') and non-regular or sparse members are refused, never extracted.
-    Member data is read by offset from one file handle (cheaper than tarfile.extractfile)."""
-    places: dict[str, tuple[int, int]] = {}
+    """All regular members of a tar by name (refused as `tar_places` refuses them). Member data
+    is read by offset from one file handle (cheaper than tarfile.extractfile)."""
+    places = tar_places(path)
     with open(path, "rb") as stream:
-        with tarfile.open(fileobj=stream, mode="r") as tar:
-            for info in tar:
-                name = info.name
-                if not info.isfile() or info.sparse is not None or name.startswith("/") or ".." in Path(name).parts:
-                    raise ValueError(f"{path}: refusing tar member {name!r}")
-                places[name] = (info.offset_data, info.size)
         out: dict[str, bytes] = {}
         for name, (offset, size) in places.items():
             stream.seek(offset)

@@ -7,20 +7,23 @@ import hashlib
 import http.server
 import json
 import math
+import random
 import socket
 import ssl
 import threading
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from gpic.bench.fetch import make_certificates
 from gpic.cli import app
 from gpic.config import ConfigError, validate_config
 from gpic.stages.fetch import CheckedHTTPSConnection, Fetcher, FetchError, fetch_shard, parse_networks, resolve, sniff
 from gpic.stages.partition import partition
-from gpic.store import read_table, read_tar
+from gpic.store import read_table, read_tar, write_tar
 
 from helpers import jpeg_bytes
 
@@ -106,13 +109,15 @@ def test_file_urls_outside_roots_are_refused(tmp_path, base_config, photos):
 
 
 class FaultServer(http.server.BaseHTTPRequestHandler):
-    """Serves one fault per path; `hits` counts requests per path, `busy` the most requests
-    in flight at once."""
+    """Serves one fault per path; `hits` counts requests per path, `arrivals` their times
+    (time.monotonic), `busy` the most requests in flight at once, `connections` the TCP
+    connections accepted."""
 
     protocol_version = "HTTP/1.1"
     image = b""
     hits: dict[str, int] = {}
-    in_flight = busy = 0
+    arrivals: dict[str, list[float]] = {}
+    in_flight = busy = connections = 0
     lock = threading.Lock()
     healed = False  # /down.jpg answers 503 until the test heals it
     elsewhere = ""  # where /elsewhere redirects
@@ -121,10 +126,16 @@ class FaultServer(http.server.BaseHTTPRequestHandler):
         cls = FaultServer
         with cls.lock:
             cls.hits[self.path] = hit = cls.hits.get(self.path, 0) + 1
+            cls.arrivals.setdefault(self.path, []).append(time.monotonic())
             cls.in_flight += 1
             cls.busy = max(cls.busy, cls.in_flight)
         try:
-            self.serve(self.path, hit)
+            path = self.path
+            if path.startswith("/wait-"):  # /wait-300/limited.jpg: /limited.jpg, answered 0.3 s late
+                wait, path = path.removeprefix("/wait-").split("/", 1)
+                time.sleep(int(wait) / 1000)
+                path = "/" + path
+            self.serve(path, hit)
         finally:
             with cls.lock:
                 cls.in_flight -= 1
@@ -136,6 +147,9 @@ class FaultServer(http.server.BaseHTTPRequestHandler):
             self._send(200, self.image)
         elif path == "/flaky.jpg":
             self._send(500, b"busy")
+        elif path.startswith("/closing"):  # kept alive as far as the client can tell, then closed
+            self._send(200, self.image)
+            self.close_connection = True
         elif path == "/limited.jpg":
             self._send(429, b"slow down", {"Retry-After": "1"}) if hit == 1 else self._send(200, self.image)
         elif path == "/limited-long.jpg":
@@ -200,25 +214,75 @@ class FaultServer(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Server(http.server.ThreadingHTTPServer):
+    """Counts the connections it accepts (on the handler class) and, given a TLS context,
+    speaks HTTPS (the handshake happens in the handler's thread, on its first read)."""
+
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self):
+        sock, address = super().get_request()
+        with FaultServer.lock:
+            self.RequestHandlerClass.connections += 1
+        if self.tls:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request, client_address):
+        pass  # clients that refuse the certificate or hang up mid-body
+
+
 @contextlib.contextmanager
-def serving(address, handler):
-    """A threaded HTTP server on `address`, port chosen by the system; yields its base URL."""
-    httpd = http.server.ThreadingHTTPServer((address, 0), handler)
-    httpd.daemon_threads = True
+def serving(address, handler, tls: ssl.SSLContext | None = None):
+    """A threaded HTTP(S) server on `address`, port chosen by the system; yields its base URL."""
+    httpd = Server((address, 0), handler)
+    httpd.tls = tls
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://{address}:{httpd.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://{address}:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
 
 
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    """A CA made for the test run and a certificate it signed for the loopback hosts the tests use."""
+    return make_certificates(tmp_path_factory.mktemp("tls"), ("127.0.0.1", "127.0.0.2", "127.0.0.3", "localhost",
+                                                              "rebind.test"))
+
+
+def server_context(certificates) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates.cert, certificates.key)
+    return context
+
+
+@pytest.fixture(params=["http", "https"])
+def tls(request, certificates, base_config):
+    """Every test of a server runs over HTTP and over HTTPS; over HTTPS the fetch config trusts
+    the test CA (fetch.ca_bundle) and nothing else."""
+    if request.param == "http":
+        return None
+    base_config["fetch"]["ca_bundle"] = str(certificates.ca)
+    return server_context(certificates)
+
+
 @pytest.fixture
-def server(photos):
+def server(photos, tls):
     FaultServer.image = jpeg_bytes(photos["astronaut"])
-    FaultServer.hits, FaultServer.busy, FaultServer.healed, FaultServer.elsewhere = {}, 0, False, ""
-    with serving("127.0.0.1", FaultServer) as base:
+    FaultServer.hits, FaultServer.arrivals, FaultServer.healed, FaultServer.elsewhere = {}, {}, False, ""
+    FaultServer.busy = FaultServer.connections = 0
+    with serving("127.0.0.1", FaultServer, tls) as base:
+        yield base
+
+
+@pytest.fixture
+def other(server, tls):
+    """The fault server on a second host (127.0.0.3), sharing the first one's counters."""
+    with serving("127.0.0.3", FaultServer, tls) as base:
         yield base
 
 
@@ -226,6 +290,7 @@ class Witness(http.server.BaseHTTPRequestHandler):
     """A second loopback server (127.0.0.2) that must never be reached; `requests` lists what it got."""
 
     requests: list[str] = []
+    connections = 0
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         Witness.requests.append(self.path)
@@ -238,9 +303,9 @@ class Witness(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def witness():
+def witness(tls):
     Witness.requests = []
-    with serving("127.0.0.2", Witness) as base:
+    with serving("127.0.0.2", Witness, tls) as base:
         yield base
 
 
@@ -249,7 +314,7 @@ def http_manifest(base: str, paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-FAULTS = {  # path -> (status, reason prefix, retryable, attempts)
+FAULTS = {  # path -> (status, reason prefix, retryable, attempts); /limited-long.jpg is asked of another host
     "/ok.jpg": ("ok", "", False, 1),
     "/moved": ("ok", "", False, 1),
     "/flaky.jpg": ("ok", "", False, 2),  # 500, then 200
@@ -269,8 +334,11 @@ FAULTS = {  # path -> (status, reason prefix, retryable, attempts)
 }
 
 
-def test_every_http_fault_ends_in_its_recorded_state_in_bounded_time(tmp_path, base_config, server):
+def test_every_http_fault_ends_in_its_recorded_state_in_bounded_time(tmp_path, base_config, server, other):
+    """Over HTTP and HTTPS. The 429 with Retry-After 3600 comes from a second host, as it
+    pauses its host for the rest of the shard (test_a_long_retry_after_fails_the_hosts_other_keys...)."""
     manifest = http_manifest(server, list(FAULTS))
+    manifest["url"] = [other + p if p == "/limited-long.jpg" else u for p, u in zip(FAULTS, manifest["url"])]
     base_config["fetch"].update(allow_networks=LOOPBACK, retries=2, timeout_s=0.5, deadline_s=1.0,
                                 backoff_s=0.05, max_backoff_s=2, max_bytes=150_000, max_redirects=3, workers=8)
     started = time.monotonic()
@@ -439,7 +507,8 @@ def test_the_connection_goes_to_the_address_that_was_checked(tmp_path, base_conf
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     base_config["fetch"].update(allow_networks=["127.0.0.1/32"], retries=0)
-    records = fetch_shard(http_manifest(f"http://rebind.test:{port}", ["/ok.jpg"]), base_config,
+    scheme = server.split(":")[0]  # over HTTPS the certificate is checked against the name rebind.test
+    records = fetch_shard(http_manifest(f"{scheme}://rebind.test:{port}", ["/ok.jpg"]), base_config,
                           tmp_path / "raw.tar", tmp_path / "f.parquet")
     assert records["fetch_status"].tolist() == ["ok"], records["fetch_reason"].tolist()
     assert lookups == ["rebind.test"] and Witness.requests == [] and FaultServer.hits == {"/ok.jpg": 1}
@@ -493,18 +562,24 @@ def test_sniff():
     assert sniff(b"\x00\x01") == ("application/octet-stream", "bin")
 
 
-def test_bench_fetch_runs_both_fetchers_on_the_same_urls():
+@pytest.mark.parametrize("options", [[], ["--tls", "--latency-ms", "20", "--hosts", "2"]], ids=["http", "https"])
+def test_bench_fetch_runs_both_fetchers_on_the_same_urls(options):
     from gpic.bench.fetch import find_img2dataset
 
     try:
         find_img2dataset(None)
     except FileNotFoundError as exc:
         pytest.skip(str(exc))  # `make test` installs it first
-    result = CliRunner().invoke(app, ["bench", "fetch", "--images", "30", "--workers", "4"])
+    result = CliRunner().invoke(app, ["bench", "fetch", "--images", "30", "--workers", "4", *options])
     assert result.exit_code == 0, result.output
     figures = dict(item.split("=") for item in result.output.strip().splitlines()[-1].split())
     # like for like: both downloaded every URL and kept the served bytes (img2dataset re-encodes by default)
     assert figures["ours_ok"] == figures["baseline_ok"] == figures["same_bytes"] == "30"
+    # the server (HTTPS only with --tls) answered each: img2dataset opens a connection per image, ours at most
+    # per_host (= workers) per host
+    assert figures["ours_requests"] == figures["baseline_requests"] == figures["baseline_connections"] == "30"
+    assert int(figures["ours_connections"]) <= 4 * (2 if options else 1)
+    assert figures["tls"] == ("1" if options else "0")
     rates = [float(figures[k]) for k in ("ours_images_per_s", "baseline_images_per_s", "ratio")]
     assert all(math.isfinite(r) and r > 0 for r in rates), figures
     assert 0.01 < float(figures["ratio"]) < 100
@@ -545,3 +620,214 @@ def test_a_placeholder_listed_after_a_run_fails_the_stored_body_without_a_reques
     assert (record["fetch_status"], bool(record["retryable"]), record["raw_member"]) == ("failed", False, "")
     assert record["fetch_reason"].startswith("gone: ") and read_tar(paths[0]) == {}
     assert FaultServer.hits == {"/ok-removed.jpg": 1}
+
+
+def test_connections_to_a_host_are_kept_alive_and_reused(tmp_path, base_config, server):
+    """Twelve images from one host through three workers: at most three connections (one per
+    request in flight, per_host), each carrying several requests; over HTTPS each one
+    handshake."""
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0, workers=3, per_host=3)
+    paths = [f"/ok-{i}.jpg" for i in range(12)]
+    records = fetch_shard(http_manifest(server, paths), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert (records["fetch_status"] == "ok").all() and (records["attempts"] == 1).all()
+    assert sum(FaultServer.hits.values()) == 12 and 1 <= FaultServer.connections <= 3
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced(tmp_path, base_config, server):
+    """A server may close an idle kept-alive connection at any time: the next request to it
+    goes out on a new connection, without costing the key an attempt or a retry."""
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0, workers=1)
+    paths = ["/closing-1.jpg", "/ok-1.jpg", "/closing-2.jpg", "/ok-2.jpg", "/ok-3.jpg"]
+    records = fetch_shard(http_manifest(server, paths), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["ok"] * 5 and (records["attempts"] == 1).all()
+    assert FaultServer.connections == 3 and FaultServer.hits == dict.fromkeys(paths, 1)
+
+
+def test_a_429_with_retry_after_pauses_the_host_for_every_worker(tmp_path, base_config, server):
+    """One worker's request is answered (0.3 s after it arrives) 429 with Retry-After: 1 while
+    the other worker is busy with an image that takes 0.6 s; that worker's next request to the
+    host waits out the pause too, arriving 1.3 s after the first, not at 0.6 s."""
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=1, workers=2, per_host=2)
+    paths = ["/wait-300/limited.jpg", "/wait-600/ok-slow.jpg", "/ok-a.jpg", "/ok-b.jpg"]
+    records = fetch_shard(http_manifest(server, paths), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["ok"] * 4
+    assert records["attempts"].tolist() == [2, 1, 1, 1]
+    arrivals = FaultServer.arrivals
+    limited = arrivals["/wait-300/limited.jpg"][0]
+    for path in ("/ok-a.jpg", "/ok-b.jpg"):
+        assert arrivals[path][0] - limited >= 1.25, (path, arrivals[path][0] - limited)
+    assert arrivals["/wait-300/limited.jpg"][1] - limited >= 1.25
+
+
+def test_a_long_retry_after_fails_the_hosts_other_keys_without_a_request(tmp_path, base_config, server, other):
+    """A host that asks for an hour (429, Retry-After: 3600, over max_backoff_s) is asked
+    nothing more by this shard: its later keys fail at once, retryable (the next run tries
+    them), with no attempt spent; another host is fetched as usual."""
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=2, workers=2, per_host=2, max_backoff_s=2)
+    # the 429 comes 0.3 s after its request, while the other worker's 0.6 s image is under way
+    manifest = http_manifest(server, ["/wait-300/limited-long.jpg", "/wait-600/ok-slow.jpg", "/ok-later.jpg"])
+    manifest = pd.concat([manifest, http_manifest(other, ["/ok-other.jpg"]).assign(key="f" * 20)], ignore_index=True)
+    records = fetch_shard(manifest, base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert records["fetch_status"].tolist() == ["failed", "ok", "failed", "ok"]
+    assert records["fetch_reason"].iloc[0] == "http error: 429 (Retry-After 3600 s is too long)"
+    assert records["fetch_reason"].iloc[2].startswith("host paused: 127.0.0.1 asked for 3600 s more (Retry-After)")
+    assert records["retryable"].tolist() == [True, False, True, False]
+    assert records["attempts"].tolist() == [1, 1, 0, 1]
+    assert "/ok-later.jpg" not in FaultServer.hits and FaultServer.hits["/wait-300/limited-long.jpg"] == 1
+
+
+def test_retry_waits_are_full_jitter_from_a_seeded_generator(base_config, server):
+    """Before retry n: uniform in [0, min(max_backoff_s, backoff_s * 2^(n-1))], drawn from the
+    Fetcher's generator (seeded here), never the fixed exponential step."""
+    cfg = {**base_config["fetch"], "allow_networks": LOOPBACK, "retries": 4, "backoff_s": 0.1, "max_backoff_s": 0.3}
+    waits = []
+    with Fetcher(cfg, rng=random.Random(7), sleep=waits.append) as fetcher, pytest.raises(FetchError) as failure:
+        fetcher.fetch(server + "/down.jpg")
+    expected = random.Random(7)
+    assert waits == [expected.uniform(0, cap) for cap in (0.1, 0.2, 0.3, 0.3)]
+    assert failure.value.attempts == 5 and len(set(waits)) == 4
+
+
+def test_host_budget_spaces_requests_by_the_budget_over_the_concurrent_jobs(base_config):
+    """host_budget 20/s shared by 4 concurrent jobs: this job starts a request to the host at
+    most every 0.2 s (a fake clock); a host without a budget never waits."""
+    now = [100.0]
+    cfg = {**base_config["fetch"], "host_budget": {"upload.example.org": 20}, "concurrent_jobs": 4}
+    fetcher = Fetcher(cfg, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    starts = []
+    for _ in range(6):
+        fetcher.admit("upload.example.org")
+        starts.append(now[0])
+    assert starts == pytest.approx([100.0, 100.2, 100.4, 100.6, 100.8, 101.0])
+    now[0] += 5  # idle: the budget does not accumulate into a burst
+    fetcher.admit("upload.example.org")
+    fetcher.admit("upload.example.org")
+    assert now[0] == pytest.approx(106.2)
+    fetcher.admit("other.example.org")
+    assert now[0] == pytest.approx(106.2)
+
+
+def test_host_budget_holds_across_workers_in_real_time(tmp_path, base_config, server):
+    """Budget 40/s over 2 jobs: 20 requests/s from this one; 4 workers asking for 9 images
+    are spread over at least 8 intervals of 0.05 s (arrivals at the server), where without a
+    budget they take a few milliseconds."""
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0, workers=4, per_host=4,
+                                host_budget={"127.0.0.1": 40}, concurrent_jobs=2)
+    records = fetch_shard(http_manifest(server, [f"/ok-{i}.jpg" for i in range(9)]), base_config,
+                          tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert (records["fetch_status"] == "ok").all()
+    arrivals = sorted(t for times in FaultServer.arrivals.values() for t in times)
+    assert arrivals[-1] - arrivals[0] >= 8 * 0.05 - 0.02
+
+
+def test_an_untrusted_certificate_fails_the_key_with_a_clear_reason(tmp_path, base_config, certificates, photos):
+    """Verification stays on: a server whose certificate another CA signed is refused before
+    any request, trusting the system store or the test CA alike; not retried now, retryable
+    for a run with a fixed ca_bundle."""
+    FaultServer.hits, FaultServer.connections = {}, 0
+    FaultServer.image = jpeg_bytes(photos["astronaut"])
+    stranger = server_context(make_certificates(tmp_path / "stranger"))
+    with serving("127.0.0.1", FaultServer, stranger) as base:
+        for ca_bundle in ("", str(certificates.ca)):
+            base_config["fetch"].update(allow_networks=LOOPBACK, retries=2, ca_bundle=ca_bundle)
+            record = fetch_shard(http_manifest(base, ["/ok.jpg"]), base_config, tmp_path / "raw.tar",
+                                 tmp_path / "f.parquet").iloc[0]
+            assert record["fetch_status"] == "failed"
+            assert record["fetch_reason"].startswith("certificate verify failed: ") and "(127.0.0.1)" in record[
+                "fetch_reason"], record["fetch_reason"]
+            assert (bool(record["retryable"]), record["attempts"]) == (True, 1)
+    assert FaultServer.hits == {} and FaultServer.connections == 2
+
+
+def test_a_certificate_for_other_names_is_refused(tmp_path, base_config, certificates, photos):
+    """The test CA's certificate names 127.0.0.1-3 but not 127.0.0.4: trusted issuer, wrong name."""
+    FaultServer.hits = {}
+    with serving("127.0.0.4", FaultServer, server_context(certificates)) as base:
+        base_config["fetch"].update(allow_networks=LOOPBACK, retries=0, ca_bundle=str(certificates.ca))
+        record = fetch_shard(http_manifest(base, ["/ok.jpg"]), base_config, tmp_path / "raw.tar",
+                             tmp_path / "f.parquet").iloc[0]
+    assert record["fetch_reason"] == "certificate verify failed: IP address mismatch, certificate is not valid for " \
+                                     "'127.0.0.4'. (127.0.0.4)"
+    assert FaultServer.hits == {}
+
+
+def test_a_missing_ca_bundle_stops_the_fetch_naming_it(base_config, tmp_path):
+    with pytest.raises(ValueError, match="fetch.ca_bundle: .*nowhere.pem is not a file"):
+        Fetcher({**base_config["fetch"], "ca_bundle": str(tmp_path / "nowhere.pem")})
+
+
+def test_each_key_records_its_host_bytes_on_the_wire_and_time(tmp_path, base_config, server):
+    """wire_bytes: every body received for the key (a 500's, a redirect's, the image's),
+    headers excluded; fetch_s: first request to body complete, the retry's wait included."""
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=1, backoff_s=0.2, max_backoff_s=0.2)
+    paths = ["/ok.jpg", "/flaky.jpg", "/moved", "/slow-ok.jpg", "/gone.jpg"]
+    manifest = http_manifest(server, paths)
+    manifest = pd.concat([manifest, manifest.iloc[[0]].assign(key="f" * 20, license="CC BY-NC 4.0")],
+                         ignore_index=True)
+    records = fetch_shard(manifest, base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    image = len(FaultServer.image)
+    assert records["wire_bytes"].tolist() == [image, len(b"busy") + image, image, image, len(b"missing"), 0]
+    assert records["host"].tolist() == ["127.0.0.1"] * 6
+    assert records["fetch_s"].iloc[3] >= 0.2 and records["fetch_s"].iloc[-1] == 0  # the licence drop asks nothing
+    assert (records["fetch_s"].iloc[:5] > 0).all() and records["fetch_s"].iloc[0] < 1
+
+
+def test_a_table_from_before_the_new_columns_is_reused(tmp_path, base_config, server):
+    """A fetch table written before host, wire_bytes and fetch_s existed still spares its keys
+    a second download."""
+    import pyarrow.parquet as pq
+
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0)
+    args = (http_manifest(server, ["/ok.jpg", "/down.jpg"]), base_config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    fetch_shard(*args)
+    old = pq.read_table(tmp_path / "f.parquet")
+    pq.write_table(old.drop_columns(["host", "wire_bytes", "fetch_s"]), tmp_path / "f.parquet")
+    records = fetch_shard(*args)
+    assert records["fetch_status"].tolist() == ["ok", "failed"]
+    assert FaultServer.hits == {"/ok.jpg": 1, "/down.jpg": 2}
+    assert records["host"].tolist() == ["127.0.0.1"] * 2 and records["wire_bytes"].iloc[0] == 0
+
+
+def test_bodies_stream_into_the_raw_tar_with_their_offsets(tmp_path, base_config, monkeypatch):
+    """Memory holds the bodies in flight, not the shard's: 40 images of 1 MB fetched by two
+    workers, the first one slow, never hold more than a few at once; each record says where its
+    bytes lie in the tar, and the tar is the one write_tar would have written from all of them."""
+    import time
+    import tracemalloc
+
+    from gpic.stages.fetch import Fetcher
+
+    read_file = Fetcher.fetch_file
+
+    def slow_first(self, url):
+        if url.endswith(f"{0:020x}.jpg"):
+            time.sleep(0.5)  # the other worker could fetch the whole shard meanwhile
+        return read_file(self, url)
+
+    monkeypatch.setattr(Fetcher, "fetch_file", slow_first)
+
+    rng = np.random.default_rng(0)
+    bodies = {f"{i:020x}": b"\xff\xd8\xff" + rng.bytes(1 << 20) for i in range(40)}
+    for key, body in bodies.items():
+        (tmp_path / f"{key}.jpg").write_bytes(body)
+    keys = list(bodies)[::-1]  # the manifest's order is not the tar's
+    manifest = pd.DataFrame([dict(key=k, url=(tmp_path / f"{k}.jpg").as_uri(), contract_error="", **GOOD)
+                             for k in keys])
+    config = validate_config({**base_config, "fetch": {**base_config["fetch"], "workers": 2,
+                                                       "file_roots": [str(tmp_path)]}})
+    tracemalloc.start()
+    records = fetch_shard(manifest, config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 12 * (1 << 20), f"peak {peak / (1 << 20):.0f} MB for 40 MB of bodies"
+    assert records["key"].tolist() == keys and (records["fetch_status"] == "ok").all()
+    with open(tmp_path / "raw.tar", "rb") as raw:
+        for record in records.itertuples():
+            raw.seek(record.raw_offset)
+            assert raw.read(record.bytes) == bodies[record.key]
+    write_tar(tmp_path / "expected.tar", [(f"{k}.jpg", b) for k, b in bodies.items()])
+    assert (tmp_path / "raw.tar").read_bytes() == (tmp_path / "expected.tar").read_bytes()
+    # a rerun keeps every body, copied from the earlier tar member by member
+    again = fetch_shard(manifest, config, tmp_path / "raw.tar", tmp_path / "f.parquet")
+    assert again["raw_offset"].tolist() == records["raw_offset"].tolist()
+    assert (tmp_path / "raw.tar").read_bytes() == (tmp_path / "expected.tar").read_bytes()

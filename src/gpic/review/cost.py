@@ -5,7 +5,10 @@ stage tables (parquet footers only) give how many images it handled. Per-image c
 to the target counts in config. A GPU stage measured on a CPU (the demo's tiny models) says
 nothing about an H100, so its rate comes from `cost.gpu_images_per_s` and is marked assumed
 until a run on a GPU measures it. Storage comes from the measured bytes per packed and per
-raw image; egress from downloading each tier once."""
+raw image; egress from downloading each tier once. Collection (the fetch stage's downloads)
+is also bounded by the hosts: per host, the fetch tables give requests, bytes and seconds per
+key, and `fetch.host_budget` caps the requests per second the whole cluster may make, so the
+slowest host's share of the target over its rate is the shortest collection wall time."""
 
 from __future__ import annotations
 
@@ -65,6 +68,71 @@ def measured(results: Path, job: Job) -> dict | None:
             "max_rss_mb": float(bench["max_rss"].max())}
 
 
+FETCH_COLUMNS = ["host", "attempts", "fetch_status", "wire_bytes", "fetch_s"]
+
+
+def collection(results: Path, config: Config) -> dict:
+    """Collection throughput by host from the fetch tables (only the columns needed), and the
+    wall time the target's downloads take: per host, its requests at the target (its share of
+    this run's requests per key, times `cost.target.raw`) over its rate, the lower of its
+    `fetch.host_budget` and what the cluster's connections carry (concurrent_jobs x per_host
+    connections, each at the measured requests per second of fetch time). Hosts download in
+    parallel, so the slowest sets the wall time. Per-connection figures divide by the summed
+    `fetch_s` of the host's keys (retries and waits included), not by elapsed time."""
+    fetch, target = config["fetch"], config["cost"]["target"]
+    frames, keys = [], 0
+    for path in sorted(glob.glob(str(results / RELATIVE.table("fetch", "*")))):
+        keys += pq.read_metadata(path).num_rows
+        if set(FETCH_COLUMNS) <= set(pq.read_schema(path).names):  # tables written before these columns: skipped
+            frames.append(pq.read_table(path, columns=FETCH_COLUMNS).to_pandas())
+    table = pd.concat(frames) if frames else pd.DataFrame(columns=FETCH_COLUMNS)
+    table = table[(table["host"] != "") & (table["attempts"] > 0)]
+    connections = fetch["concurrent_jobs"] * fetch["per_host"]
+    hosts = []
+    for host, rows in table.groupby("host", sort=True):
+        seconds, requests = float(rows["fetch_s"].sum()), int(rows["attempts"].sum())
+        ok = int((rows["fetch_status"] == "ok").sum())
+        budget = fetch["host_budget"].get(host)
+        carried = connections * requests / seconds if seconds else None
+        rate = min(r for r in (budget, carried) if r is not None) if (budget or carried) else None
+        target_requests = target["raw"] * requests / keys
+        hosts.append({"host": host, "keys": len(rows), "ok": ok, "requests": requests,
+                      "wire_bytes": int(rows["wire_bytes"].sum()), "fetch_s": seconds,
+                      "images_per_s": ok / seconds if seconds else None,
+                      "bytes_per_s": float(rows["wire_bytes"].sum()) / seconds if seconds else None,
+                      "target_requests": target_requests, "budget_requests_per_s": budget,
+                      "connections_requests_per_s": carried, "requests_per_s": rate,
+                      "bound": "budget" if rate is not None and rate == budget else "connections",
+                      "wall_hours": target_requests / rate / 3600 if rate else None})
+    walls = [h["wall_hours"] for h in hosts if h["wall_hours"] is not None]
+    return {"source": "this run's fetch tables, fetch.host_budget, fetch.concurrent_jobs x fetch.per_host",
+            "keys": keys, "connections_per_host": connections, "hosts": hosts,
+            "wall_hours": max(walls) if walls else None,
+            "slowest_host": max(hosts, key=lambda h: h["wall_hours"] or 0)["host"] if walls else None}
+
+
+def collection_notes(report: dict) -> list[str]:
+    """The collection figures as sentences for `gpic cost` and the report."""
+    if not report["hosts"]:
+        return ["Collection: no http(s) downloads in this run's fetch tables, so no throughput by host."]
+    notes = []
+    for h in report["hosts"]:
+        per_connection = (f"{h['images_per_s']:.1f} images/s, {h['bytes_per_s'] / 1e6:.2f} MB/s per connection"
+                          if h["images_per_s"] is not None else "no fetch time recorded")
+        bound = (f"its budget of {h['budget_requests_per_s']:g} requests/s" if h["bound"] == "budget" else
+                 f"{report['connections_per_host']} connections (no budget)" if h["budget_requests_per_s"] is None
+                 else f"{report['connections_per_host']} connections (under its budget of "
+                      f"{h['budget_requests_per_s']:g} requests/s)")
+        wall = f"{h['wall_hours']:,.1f} h" if h["wall_hours"] is not None else "unknown"
+        notes.append(f"Collection from {h['host']}: {h['ok']:,} images, {h['wire_bytes'] / 1e6:,.1f} MB received "
+                     f"here ({per_connection}); {h['target_requests']:,.0f} requests at the target, limited by "
+                     f"{bound}: {wall}.")
+    if report["wall_hours"] is not None:
+        notes.append(f"Collection wall time at the target: {report['wall_hours']:,.1f} h, set by "
+                     f"{report['slowest_host']} (hosts download in parallel); prepare's wall hours are at least this.")
+    return notes
+
+
 def estimate(results: str | Path, config: Config) -> dict:
     """The cost report: per job, storage, egress per tier and totals (JSON-able)."""
     results = Path(results)
@@ -115,12 +183,17 @@ def estimate(results: str | Path, config: Config) -> dict:
     heldout_tb = packed_bpi * target["heldout"] / 1e12
     egress = {tier: {"tb": (tb := train_tb * n / target["shards"] + heldout_tb), "usd": tb * prices["egress_tb"]}
               for tier, n in shards.items()}
+    collected = collection(results, config)
+    prepare = next(row for row in jobs if row["job"] == "prepare")
+    if collected["wall_hours"] is not None and collected["wall_hours"] > prepare.get("wall_hours", 0):
+        totals["wall_hours"] += collected["wall_hours"] - prepare.get("wall_hours", 0)
+        prepare.update(wall_hours=collected["wall_hours"], wall_bound=f"collection from {collected['slowest_host']}")
     totals["compute_usd"] = round(totals["compute_usd"], 2)
     return {"target": target, "prices": prices, "cluster": cluster, "jobs": jobs, "storage": storage,
-            "egress_per_download": egress, "totals": totals,
+            "egress_per_download": egress, "collection": collected, "totals": totals,
             "notes": ["CPU figures scale the measured core-seconds per image linearly; dedup's index search "
                       "grows faster than linearly at scale (gpic bench dedup).",
                       "Measured per-image figures include each job's start-up (imports, model loading), "
                       "which dominates a small run such as the demo and is amortised over blocks in production.",
                       "Wall hours add the stages one after another on the configured cluster: an upper bound, "
-                      "since blocks of different stages overlap."]}
+                      "since blocks of different stages overlap.", *collection_notes(collected)]}

@@ -2,35 +2,46 @@
 bytes of every admitted URL, each key ending with one fetch record.
 
 Downloads run in a thread pool with a per-host limit, so one slow or rate-limiting host
-neither monopolises the pool nor sees more than `per_host` requests at a time. Every
-request has a connect/read timeout and a total deadline, a size cap checked before and while
-reading, and a bounded number of redirects. Every connection, the first and each redirect's,
-resolves its host once, refuses it unless every address is globally routable (or inside
-`allow_networks`) and connects to the address it checked, so DNS cannot answer differently
-between check and connect. Environment proxies are ignored: a proxy would make the connection,
-and the check would see the proxy's address. Only connection errors, timeouts, truncated
-bodies, 429 and 5xx are retried, with exponential backoff (or the server's Retry-After, when it
-is not too long)."""
+neither monopolises the pool nor sees more than `per_host` requests at a time. Each host keeps
+a pool of up to `per_host` kept-alive connections (http.client, one per request in flight), so
+a host pays the TCP and TLS handshakes once per connection, not once per image; certificates
+are verified against the system store or `ca_bundle`, never skipped. Every request has a
+connect/read timeout and a total deadline, a size cap checked before and while reading, and a
+bounded number of redirects, which our code follows hop by hop. Every new connection, the
+first and each redirect target's, resolves its host once, refuses it unless every address is
+globally routable (or inside `allow_networks`) and connects to the address it checked, so DNS
+cannot answer differently between check and connect. Environment proxies are never used: a
+proxy would make the connection, and the check would see the proxy's address.
+
+Only connection errors, timeouts, truncated bodies, 429 and 5xx are retried, after a random
+wait (full jitter up to an exponential cap) or the server's Retry-After, when it is not too
+long. A 429 or 503 with Retry-After pauses its host for every worker of the shard. A host
+listed in `host_budget` gets at most budget / `concurrent_jobs` requests per second from this
+job, so all the jobs running at once keep to the budget together."""
 
 from __future__ import annotations
 
 import email.utils
-import functools
 import hashlib
 import http.client
 import ipaddress
+import itertools
 import logging
+import os
+import random
+import select
 import socket
+import ssl
+import string
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import defaultdict
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pandas as pd
 
@@ -39,7 +50,7 @@ from gpic.config import Config, FetchConfig
 from gpic.identity import config_hash
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
-from gpic.store import read_table, read_tar, stamp, write_table, write_tar
+from gpic.store import TarWriter, read_table, stamp, tar_places, write_table
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +85,51 @@ def sniff(data: bytes) -> tuple[str, str]:
 
 
 class FetchError(Exception):
-    def __init__(self, message: str, http_status: int = 0, retryable: bool = False, retry_after: float | None = None):
+    """A key's download failed. `retryable`: worth asking again, in this run (unless `again` is
+    False) or the next; `requested`: raised after a request for this attempt was sent."""
+
+    def __init__(self, message: str, http_status: int = 0, retryable: bool = False, retry_after: float | None = None,
+                 again: bool = True, requested: bool = True):
         super().__init__(message)
         self.http_status = http_status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.again = again
+        self.requested = requested
         self.attempts = 1
+        self.wire_bytes = 0
+        self.fetch_s = 0.0
 
 
 class OptOut(Exception):
     """The source asked not to be used for AI training (X-Robots-Tag)."""
+
+    attempts = 1
+    wire_bytes = 0
+    fetch_s = 0.0
 
 
 @dataclass
 class Fetched:
     data: bytes
     http_status: int
+    wire_bytes: int = 0  # body bytes received for the key: every attempt and redirect, headers excluded
+    fetch_s: float = 0.0  # from the first request sent to the body complete, retries included
+
+
+@dataclass
+class Transfer:
+    """What one key's download cost so far (see Fetched)."""
+
+    wire_bytes: int = 0
+    started: float | None = None
+
+    def begin(self) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def seconds(self) -> float:
+        return 0.0 if self.started is None else time.monotonic() - self.started
 
 
 def opt_out_tags(headers: list[str], directives: list[str]) -> set[str]:
@@ -197,71 +237,168 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
-class Fetcher:
-    """Downloads for one shard under the `fetch` config; thread-safe."""
+def tls_context(ca_bundle: str) -> ssl.SSLContext:
+    """Certificate and host name verified, against `ca_bundle` or the system store."""
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise ValueError(f"config fetch.ca_bundle: {ca_bundle} is not a file")
+    context = ssl.create_default_context(cafile=ca_bundle or None)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
-    def __init__(self, cfg: FetchConfig):
+
+def dropped(connection: http.client.HTTPConnection) -> bool:
+    """True when an idle kept-alive connection can no longer carry a request: closed, or
+    readable (the server closed it, or sent something unasked)."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+@dataclass
+class Host:
+    """What every worker of a Fetcher shares about one host: its request slots, the time before
+    which it is paused (a 429/503 with Retry-After) and, under a budget, the earliest time the
+    next request may start."""
+
+    slots: threading.BoundedSemaphore
+    interval: float  # seconds between requests under this job's share of the budget; 0: no budget
+    not_before: float = 0.0
+    next_start: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+PAUSE_STATUS = {429, 503}
+REDIRECT_STATUS = {301, 302, 303, 307, 308}
+DRAIN = 1 << 16  # an error or redirect body up to this size is read, so its connection can be kept
+
+
+class Fetcher:
+    """Downloads for one shard under the `fetch` config; thread-safe. `rng`, `clock` and `sleep`
+    drive the retry jitter and the host gates (tests pass seeded or fake ones). Close it (or use
+    it as a context manager) to close its kept-alive connections."""
+
+    def __init__(self, cfg: FetchConfig, *, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.cfg = cfg
         self.roots = [Path(root).resolve() for root in cfg["file_roots"]]
-        self._host_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
-            lambda: threading.BoundedSemaphore(cfg["per_host"]))
+        self.networks = parse_networks(cfg["allow_networks"])
+        self.tls = tls_context(cfg.get("ca_bundle", ""))
+        self.rng, self.clock, self.sleep = rng or random.Random(), clock, sleep
+        self.budget = {host.lower(): rate / cfg.get("concurrent_jobs", 1)
+                       for host, rate in cfg.get("host_budget", {}).items()}
+        self._hosts: dict[str, Host] = {}
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
-        networks = parse_networks(cfg["allow_networks"])
+        self.connections = 0  # opened so far, for tests and the benchmark
 
-        class Redirects(urllib.request.HTTPRedirectHandler):
-            """Redirects to http(s) only; their address is checked when connecting."""
+    def __enter__(self) -> Fetcher:
+        return self
 
-            max_redirections = cfg["max_redirects"]
+    def __exit__(self, *exc) -> None:
+        self.close()
 
-            def http_error_302(self, req, fp, code, msg, headers):
-                target = urlsplit(urljoin(req.full_url, headers.get("Location") or headers.get("URI") or ""))
-                if target.scheme.lower() not in ("http", "https"):
-                    raise FetchError(f"redirect to unsupported url scheme: {target.scheme}", code)
-                return super().http_error_302(req, fp, code, msg, headers)
-
-            http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
-
-        class CheckedHTTP(urllib.request.HTTPHandler):
-            def http_open(self, req):
-                return self.do_open(functools.partial(CheckedConnection, networks=networks), req)
-
-        class CheckedHTTPS(urllib.request.HTTPSHandler):
-            def https_open(self, req):
-                return self.do_open(functools.partial(CheckedHTTPSConnection, networks=networks), req)
-
-        # ProxyHandler({}): no proxy from the environment, which would take the connection past the check
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), Redirects, CheckedHTTP,
-                                                   CheckedHTTPS)
-
-    def host_slot(self, host: str) -> threading.BoundedSemaphore:
+    def close(self) -> None:
+        """Close the idle connections; the Fetcher can still be used (it opens new ones)."""
         with self._lock:
-            return self._host_slots[host]
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    def host(self, name: str) -> Host:
+        with self._lock:
+            if name not in self._hosts:
+                rate = self.budget.get(name)
+                self._hosts[name] = Host(threading.BoundedSemaphore(self.cfg["per_host"]), 1 / rate if rate else 0.0)
+            return self._hosts[name]
+
+    def host_slot(self, name: str) -> threading.BoundedSemaphore:
+        return self.host(name).slots
+
+    def pause(self, name: str, seconds: float) -> None:
+        """Every worker waits `seconds` before its next request to the host (a 429 or 503 said so)."""
+        host = self.host(name)
+        with host.lock:
+            host.not_before = max(host.not_before, self.clock() + seconds)
+        log.info("host %s paused for %.1f s (Retry-After)", name, seconds)
+
+    def admit(self, name: str) -> float:
+        """Wait until a request to the host may start: after its pause, and under its budget no
+        sooner than one interval after the previous request; return the seconds waited. A pause
+        longer than max_backoff_s fails the key at once, retryable, without a request."""
+        host = self.host(name)
+        waited = 0.0
+        while True:
+            now = self.clock()
+            with host.lock:
+                wait = host.not_before - now
+            if wait <= 0:
+                break
+            if wait > self.cfg["max_backoff_s"]:
+                raise FetchError(f"host paused: {name} asked for {wait:.0f} s more (Retry-After), longer than "
+                                 f"max_backoff_s", retryable=True, again=False, requested=False)
+            self.sleep(wait)
+            waited += wait
+        if host.interval:
+            with host.lock:
+                start = max(now, host.next_start)
+                host.next_start = start + host.interval
+            if start > now:
+                self.sleep(start - now)
+                waited += start - now
+        return waited
+
+    def backoff(self, attempt: int, exc: FetchError) -> float:
+        """Seconds to wait before retrying after `exc`: the server's Retry-After (already waited
+        for by the host's pause after a 429 or 503), else full jitter up to an exponential cap."""
+        cfg = self.cfg
+        if exc.retry_after is not None:
+            if exc.retry_after > cfg["max_backoff_s"]:
+                raise FetchError(f"{exc} (Retry-After {exc.retry_after:.0f} s is too long)", exc.http_status, True)
+            return 0.0 if exc.http_status in PAUSE_STATUS else exc.retry_after
+        return self.rng.uniform(0, min(cfg["max_backoff_s"], cfg["backoff_s"] * 2 ** (attempt - 1)))
 
     def fetch(self, url: str) -> tuple[Fetched, int]:
         """Fetch with retries (connection errors, timeouts, 429 and 5xx only); return the
-        result and the number of attempts. Raises FetchError (with .attempts) or OptOut."""
+        result and the number of attempts. Raises FetchError (with .attempts) or OptOut; both
+        carry the key's wire_bytes and fetch_s."""
         scheme = urlsplit(url).scheme.lower()
         retries = self.cfg["retries"]
-        for attempt in range(1, retries + 2):
-            try:
-                if scheme == "file":
-                    return self.fetch_file(url), attempt
-                if scheme in ("http", "https"):
-                    with self.host_slot(urlsplit(url).netloc.lower()):
-                        return self.fetch_http(url), attempt
-                raise FetchError(f"unsupported url scheme: {scheme}")
-            except FetchError as exc:
-                exc.attempts = attempt
-                if not exc.retryable or attempt > retries:
+        transfer = Transfer()
+        try:
+            for attempt in range(1, retries + 2):
+                try:
+                    if scheme == "file":
+                        return self.fetch_file(url), attempt
+                    if scheme in ("http", "https"):
+                        fetched = self.fetch_http(url, transfer)
+                        fetched.wire_bytes, fetched.fetch_s = transfer.wire_bytes, transfer.seconds()
+                        return fetched, attempt
+                    raise FetchError(f"unsupported url scheme: {scheme}")
+                except OptOut as exc:
+                    exc.attempts = attempt
                     raise
-                wait = min(self.cfg["max_backoff_s"], self.cfg["backoff_s"] * 2 ** (attempt - 1))
-                if exc.retry_after is not None:
-                    if exc.retry_after > self.cfg["max_backoff_s"]:
-                        raise FetchError(f"{exc} (Retry-After {exc.retry_after:.0f} s is too long)", exc.http_status,
-                                         True) from None
-                    wait = exc.retry_after
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+                except FetchError as exc:
+                    exc.attempts = attempt if exc.requested else attempt - 1
+                    if not exc.retryable or not exc.again or attempt > retries:
+                        raise
+                    try:
+                        wait = self.backoff(attempt, exc)
+                    except FetchError as too_long:
+                        too_long.attempts = exc.attempts
+                        raise too_long from None
+                    self.sleep(wait)
+            raise AssertionError("unreachable")
+        except (FetchError, OptOut) as exc:
+            exc.wire_bytes, exc.fetch_s = transfer.wire_bytes, transfer.seconds()
+            raise
 
     def fetch_file(self, url: str) -> Fetched:
         path = Path(unquote(urlsplit(url).path)).resolve()
@@ -272,45 +409,194 @@ class Fetcher:
         with path.open("rb") as stream:
             return Fetched(self.read_body(stream, None, time.monotonic() + self.cfg["deadline_s"]), 0)
 
-    def fetch_http(self, url: str) -> Fetched:
-        cfg = self.cfg
-        request = urllib.request.Request(url, headers={"User-Agent": cfg["user_agent"]})
-        deadline = time.monotonic() + cfg["deadline_s"]
-        try:
-            with self._opener.open(request, timeout=cfg["timeout_s"]) as response:
-                tags = opt_out_tags(response.headers.get_all("X-Robots-Tag") or [], cfg["opt_out_directives"])
-                if tags:
-                    raise OptOut(f"opt-out: X-Robots-Tag {', '.join(sorted(tags))}")
-                return Fetched(self.read_body(response, response.headers.get("Content-Length"), deadline),
-                               response.status)
-        except urllib.error.HTTPError as exc:
-            if str(exc.msg).startswith(urllib.request.HTTPRedirectHandler.inf_msg):
-                raise FetchError(f"too many redirects (over {cfg['max_redirects']})", exc.code) from None
-            raise FetchError(f"http error: {exc.code}", exc.code, exc.code in RETRY_STATUS,
-                             retry_after_seconds(exc.headers.get("Retry-After"))) from None
-        except http.client.IncompleteRead as exc:
-            raise FetchError(f"truncated body: {len(exc.partial)} bytes, {exc.expected} missing",
-                             retryable=True) from None
-        except TimeoutError:
-            raise FetchError(f"timeout: no data for {cfg['timeout_s']} s", retryable=True) from None
-        except urllib.error.URLError as exc:
-            raise FetchError(f"connection error: {exc.reason}", retryable=True) from None
-        except (ConnectionError, http.client.HTTPException) as exc:
-            raise FetchError(f"connection error: {type(exc).__name__}: {exc}", retryable=True) from None
+    def fetch_http(self, url: str, transfer: Transfer | None = None) -> Fetched:
+        """One attempt: the request and each redirect, one hop at a time, every hop through its
+        host's gate and slot. Raises FetchError (OptOut for an opt-out)."""
+        cfg, transfer = self.cfg, transfer or Transfer()
+        deadline = None  # deadline_s from the first request; a later hop's wait at its host's gate extends it
+        for redirects in range(cfg["max_redirects"] + 2):
+            parts = urlsplit(url)
+            name = (parts.hostname or "").lower()
+            if not name:
+                raise FetchError(f"bad url: no host in {url}")
+            try:
+                name.encode("idna")
+                port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            except UnicodeError as exc:  # a label IDNA cannot encode: asking again will not help
+                raise FetchError(f"bad host name: {name}: {exc}") from None
+            except ValueError as exc:
+                raise FetchError(f"bad url: {exc}") from None
+            with self.host_slot(name):
+                waited = self.admit(name)
+                deadline = time.monotonic() + cfg["deadline_s"] if deadline is None else deadline + waited
+                result = self.hop(parts.scheme.lower(), name, port, url, deadline, transfer)
+            if isinstance(result, Fetched):
+                return result
+            status, location = result
+            if redirects >= cfg["max_redirects"]:
+                raise FetchError(f"too many redirects (over {cfg['max_redirects']})", status)
+            url = location
+        raise AssertionError("unreachable")
 
-    def read_body(self, stream, content_length: str | None, deadline: float) -> bytes:
+    def hop(self, scheme: str, name: str, port: int, url: str, deadline: float,
+            transfer: Transfer) -> Fetched | tuple[int, str]:
+        """One request on a pooled connection: the body, or (status, location) of a redirect.
+        The connection goes back to the pool only after a response read to its end."""
+        cfg = self.cfg
+        parts = urlsplit(url)
+        target = quote(parts.path or "/", safe=string.punctuation) + (
+            "?" + quote(parts.query, safe=string.punctuation) if parts.query else "")
+        key = (scheme, name, port)
+        connection = None
+        try:
+            transfer.begin()
+            connection, response = self.request(key, target)
+            status = response.status
+            if status in REDIRECT_STATUS and (location := response.headers.get("Location")
+                                              or response.headers.get("URI")):
+                location = quote(urljoin(url, location), encoding="iso-8859-1", safe=string.punctuation)
+                scheme_to = urlsplit(location).scheme.lower()
+                if scheme_to not in ("http", "https"):
+                    raise FetchError(f"redirect to unsupported url scheme: {scheme_to}", status)
+                self.release(key, connection, response, transfer, deadline)
+                connection = None
+                return status, location
+            if not 200 <= status < 300:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                if status in PAUSE_STATUS and retry_after is not None:
+                    self.pause(name, retry_after)
+                self.release(key, connection, response, transfer, deadline)
+                connection = None  # pooled or closed by release: not ours to close any more
+                raise FetchError(f"http error: {status}", status, status in RETRY_STATUS, retry_after)
+            tags = opt_out_tags(response.headers.get_all("X-Robots-Tag") or [], cfg["opt_out_directives"])
+            if tags:
+                raise OptOut(f"opt-out: X-Robots-Tag {', '.join(sorted(tags))}")
+            data = self.read_body(response, response.headers.get("Content-Length"), deadline, transfer)
+            self.keep(key, connection, response)
+            return Fetched(data, status)
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            raise
+
+    def request(self, key: tuple[str, str, int], target: str) -> tuple[http.client.HTTPConnection,
+                                                                       http.client.HTTPResponse]:
+        """Send the GET on an idle connection of the pool, or a new one, and read the response
+        head. A kept-alive connection the server closed meanwhile is replaced once, silently."""
+        headers = {"User-Agent": self.cfg["user_agent"], "Accept-Encoding": "identity"}
+        connection, reused = self.connection(key)
+        while True:
+            try:
+                connection.request("GET", target, headers=headers)
+                return connection, connection.getresponse()
+            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError,
+                    http.client.RemoteDisconnected) as exc:
+                connection.close()
+                if not reused:
+                    raise self.failure(exc, key[1]) from None
+                connection, reused = self.open(key), False
+            except BaseException as exc:
+                connection.close()
+                raise self.failure(exc, key[1]) from None
+
+    def connection(self, key: tuple[str, str, int]) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to scheme://host:port that still works (most recently used
+        first), or a new one; and whether it was reused."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                connection = idle.pop() if idle else None
+            if connection is None:
+                return self.open(key), False
+            if not dropped(connection):
+                return connection, True
+            connection.close()
+
+    def open(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
+        """A new connection; it connects, through the address check, when the request is sent."""
+        scheme, name, port = key
+        with self._lock:
+            self.connections += 1
+        if scheme == "https":
+            return CheckedHTTPSConnection(name, port, timeout=self.cfg["timeout_s"], context=self.tls,
+                                          networks=self.networks)
+        return CheckedConnection(name, port, timeout=self.cfg["timeout_s"], networks=self.networks)
+
+    def keep(self, key: tuple[str, str, int], connection: http.client.HTTPConnection,
+             response: http.client.HTTPResponse) -> None:
+        """Back to the pool when the response was read to its end and the server keeps the
+        connection open; at most per_host idle connections per host."""
+        # read1 leaves a Content-Length response open at its end; http.client needs it closed
+        # (which keeps the socket) before the connection's next request
+        if not (response.isclosed() or response.length == 0) or response.will_close or connection.sock is None:
+            connection.close()
+            return
+        response.close()
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.cfg["per_host"]:
+                idle.append(connection)
+                return
+        connection.close()
+
+    def release(self, key: tuple[str, str, int], connection: http.client.HTTPConnection,
+                response: http.client.HTTPResponse, transfer: Transfer, deadline: float) -> None:
+        """Read a small error or redirect body to its end, within the deadline, to keep the
+        connection; close it otherwise."""
+        try:
+            size = 0
+            while size <= DRAIN and time.monotonic() <= deadline and (chunk := response.read1(CHUNK)):
+                size += len(chunk)
+                transfer.wire_bytes += len(chunk)
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            return
+        self.keep(key, connection, response)
+
+    def failure(self, exc: BaseException, name: str) -> BaseException:
+        """An error from connecting, TLS or reading the head, as the FetchError it means."""
+        cfg = self.cfg
+        if isinstance(exc, FetchError | OptOut):
+            return exc
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            # not retried now (it will not change within seconds); retryable, so a rerun with a
+            # fixed ca_bundle or a renewed certificate fetches the key
+            return FetchError(f"certificate verify failed: {exc.verify_message} ({name})", retryable=True,
+                              again=False)
+        if isinstance(exc, TimeoutError):
+            return FetchError(f"timeout: no data for {cfg['timeout_s']} s", retryable=True)
+        if isinstance(exc, http.client.InvalidURL):
+            return FetchError(f"bad url: {exc}")
+        if isinstance(exc, UnicodeError):
+            return FetchError(f"bad host name: {name}: {exc}")
+        if isinstance(exc, ssl.SSLError):
+            return FetchError(f"tls error: {exc.reason or exc}", retryable=True)
+        if isinstance(exc, OSError | http.client.HTTPException):
+            return FetchError(f"connection error: {type(exc).__name__}: {exc}" if not str(exc).startswith("[")
+                              else f"connection error: {exc}", retryable=True)
+        return exc
+
+    def read_body(self, stream, content_length: str | None, deadline: float, transfer: Transfer | None = None) -> bytes:
         """The body in chunks, failing as soon as it is known to be too large or too slow."""
         limit = self.cfg["max_bytes"]
         if content_length and content_length.isdigit() and int(content_length) > limit:
             raise FetchError(f"body too large: {content_length} bytes announced, limit {limit}")
         chunks, size = [], 0
-        while chunk := stream.read1(CHUNK):  # what has arrived, so the deadline is checked often
-            size += len(chunk)
-            if size > limit:
-                raise FetchError(f"body too large: over {limit} bytes")
-            if time.monotonic() > deadline:
-                raise FetchError(f"timeout: body not complete after {self.cfg['deadline_s']} s", retryable=True)
-            chunks.append(chunk)
+        try:
+            while chunk := stream.read1(CHUNK):  # what has arrived, so the deadline is checked often
+                size += len(chunk)
+                if transfer is not None:
+                    transfer.wire_bytes += len(chunk)
+                if size > limit:
+                    raise FetchError(f"body too large: over {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError(f"timeout: body not complete after {self.cfg['deadline_s']} s", retryable=True)
+                chunks.append(chunk)
+        except http.client.IncompleteRead as exc:
+            raise FetchError(f"truncated body: {size + len(exc.partial)} bytes, {exc.expected} missing",
+                             retryable=True) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise self.failure(exc, "") from None
         if content_length and content_length.isdigit() and size < int(content_length):
             # http.client returns a short body at EOF without complaint
             raise FetchError(f"truncated body: {size} of {content_length} bytes", retryable=True)
@@ -318,9 +604,26 @@ class Fetcher:
 
 
 def blank_record(key: str) -> dict:
-    """A fetch record before the attempt; its keys are the stage's columns."""
+    """A fetch record before the attempt; its keys are the stage's columns. `host`: the URL's
+    host (empty for file URLs); `wire_bytes`: body bytes received for the key, every attempt and
+    redirect included, headers and TLS framing excluded; `fetch_s`: seconds from its first request
+    to the body complete (or the last failure), retries and waits between them included;
+    `raw_offset`: where the member's bytes start in the raw tar (-1 when none), so one image is
+    one seek (its size is `bytes`)."""
     return {"key": key, "fetch_status": "", "fetch_reason": "", "retryable": False, "http_status": 0, "bytes": 0,
-            "sha256": "", "content_type": "", "fetched_at": "", "raw_member": "", "license_id": "", "attempts": 0}
+            "sha256": "", "content_type": "", "fetched_at": "", "raw_member": "", "license_id": "", "attempts": 0,
+            "host": "", "wire_bytes": 0, "fetch_s": 0.0, "raw_offset": -1}
+
+
+def url_host(url: str) -> str:
+    """The lower-case host of an http(s) URL, "" for anything else."""
+    if not isinstance(url, str):
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return (parts.hostname or "") if parts.scheme.lower() in ("http", "https") else ""
 
 
 def gone(record: dict, digest: str) -> dict:
@@ -333,7 +636,7 @@ def gone(record: dict, digest: str) -> dict:
 
 def fetch_one(row: dict, fetcher: Fetcher, allow: list[str]) -> tuple[dict, tuple[str, bytes] | None]:
     """One key's fetch record and, when fetched, its raw tar member."""
-    record = blank_record(row["key"])
+    record = {**blank_record(row["key"]), "host": url_host(row["url"])}
     if row["contract_error"]:
         return {**record, "fetch_status": "skipped", "fetch_reason": row["contract_error"]}, None
     verdict = licenses.check(row["license"], row["license_url"], row["attribution"], allow)
@@ -343,10 +646,13 @@ def fetch_one(row: dict, fetcher: Fetcher, allow: list[str]) -> tuple[dict, tupl
     try:
         fetched, attempts = fetcher.fetch(row["url"])
     except OptOut as exc:
-        return {**record, "fetch_status": "dropped", "fetch_reason": str(exc), "attempts": 1}, None
+        return {**record, "fetch_status": "dropped", "fetch_reason": str(exc), "attempts": exc.attempts,
+                "wire_bytes": exc.wire_bytes, "fetch_s": exc.fetch_s}, None
     except FetchError as exc:
         return {**record, "fetch_status": "failed", "fetch_reason": str(exc), "retryable": exc.retryable,
-                "http_status": exc.http_status, "attempts": exc.attempts}, None
+                "http_status": exc.http_status, "attempts": exc.attempts, "wire_bytes": exc.wire_bytes,
+                "fetch_s": exc.fetch_s}, None
+    record.update(wire_bytes=fetched.wire_bytes, fetch_s=fetched.fetch_s)
     digest = hashlib.sha256(fetched.data).hexdigest()
     if digest in fetcher.cfg.get("placeholder_sha256", ()):
         return gone({**record, "http_status": fetched.http_status, "attempts": attempts}, digest), None
@@ -358,27 +664,45 @@ def fetch_one(row: dict, fetcher: Fetcher, allow: list[str]) -> tuple[dict, tupl
     return record, (member, fetched.data)
 
 
-def reusable(records_path: Path, raw_tar: Path) -> dict[str, tuple[dict, tuple[str, bytes] | None]]:
+def reusable(records_path: Path, raw_tar: Path) -> dict[str, tuple[dict, tuple[int, int] | None]]:
     """Outcomes of an earlier run of this shard that a rerun keeps: every download attempted
-    that did not fail with a retryable error (with its bytes when it succeeded). Licence
-    decisions are not kept: they are cheap and follow the current allowlist."""
+    that did not fail with a retryable error (with where its bytes lie in the earlier raw tar,
+    read only when it is copied into the new one). Licence decisions are not kept: they are
+    cheap and follow the current allowlist."""
     if not (records_path.exists() and raw_tar.exists()):
         return {}
     previous = read_table(records_path)
     if "retryable" not in previous.columns:
         return {}
-    members = read_tar(raw_tar)
+    places = tar_places(raw_tar)
     kept = {}
-    for record in previous[list(blank_record(""))].to_dict("records"):
+    blank = blank_record("")  # a table written before a column came has its blank value
+    previous = previous.assign(**{c: v for c, v in blank.items() if c not in previous.columns})
+    for record in previous[list(blank)].to_dict("records"):
         if record["attempts"] == 0 or (record["fetch_status"] == "failed" and record["retryable"]):
             continue
         if record["fetch_status"] == "ok":
-            if record["raw_member"] not in members:
+            if record["raw_member"] not in places:
                 continue
-            kept[record["key"]] = (record, (record["raw_member"], members[record["raw_member"]]))
+            kept[record["key"]] = (record, places[record["raw_member"]])
         else:
             kept[record["key"]] = (record, None)
     return kept
+
+
+def ordered_results(pool: ThreadPoolExecutor, work: Callable, items: list, ahead: int) -> Iterator:
+    """`pool.map` with at most `ahead` items in flight or finished but not yet taken: results
+    come in the items' order while memory holds `ahead` of them, not a whole shard's bodies
+    (pool.map submits everything at once, and finished bodies wait behind one slow download)."""
+    pending: deque = deque()
+    items = iter(items)
+    for item in itertools.islice(items, ahead):
+        pending.append(pool.submit(work, item))
+    while pending:
+        result = pending.popleft().result()
+        for item in itertools.islice(items, 1):
+            pending.append(pool.submit(work, item))
+        yield result
 
 
 def fetch_params(config: Config) -> dict:
@@ -411,28 +735,41 @@ def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, rec
 
     def outcome(row: dict) -> tuple[dict, tuple[str, bytes] | None]:
         if row["key"] in earlier and not row["contract_error"]:
-            record, member = earlier[row["key"]]
+            record, place = earlier[row["key"]]
             verdict = licenses.check(row["license"], row["license_url"], row["attribution"], allow)
+            record = {**record, "license_id": verdict.license_id, "host": url_host(row["url"])}
             if verdict.ok and record["sha256"] in cfg.get("placeholder_sha256", ()):  # a hash listed since that run
-                return gone({**record, "license_id": verdict.license_id}, record["sha256"]), None
+                return gone(record, record["sha256"]), None
             if verdict.ok:
-                return {**record, "license_id": verdict.license_id}, member
+                return record, (record["raw_member"], os.pread(old_tar, place[1], place[0])) if place else None
         return fetch_one(row, fetcher, allow)
 
+    # Fetched in key order, so members reach the tar in name order as they arrive (the tar is
+    # written as it goes: memory holds the bodies in flight, not the shard); the table keeps
+    # the manifest's order.
     rows = manifest.to_dict("records")
-    results = []
-    with ThreadPoolExecutor(max_workers=cfg["workers"]) as pool:
-        for done, result in enumerate(pool.map(outcome, rows), 1):
-            results.append(result)
-            if done % 1000 == 0:
-                log.info("fetch progress: %d of %d keys", done, len(rows))
-    records = pd.DataFrame([r for r, _ in results], columns=list(blank_record("")))
-    write_tar(raw_tar, [m for _, m in results if m is not None])
+    position = {row["key"]: i for i, row in enumerate(rows)}
+    rows = sorted(rows, key=lambda row: row["key"])
+    records, ahead = [], 2 * cfg["workers"]
+    old_tar = os.open(raw_tar, os.O_RDONLY) if earlier else -1
+    try:
+        with fetcher, ThreadPoolExecutor(max_workers=cfg["workers"]) as pool, TarWriter(raw_tar) as tar:
+            for done, (record, member) in enumerate(ordered_results(pool, outcome, rows, ahead), 1):
+                if member is not None:
+                    record = {**record, "raw_offset": tar.add(*member)[0]}
+                records.append(record)
+                if done % 1000 == 0:
+                    log.info("fetch progress: %d of %d keys", done, len(rows))
+    finally:
+        if old_tar >= 0:
+            os.close(old_tar)
+    records.sort(key=lambda record: position[record["key"]])
+    records = pd.DataFrame(records, columns=list(blank_record("")))
     records = stamp(records, "fetch", fetch_params(config))
     write_table(records, records_path)
     counts = records["fetch_status"].value_counts().to_dict() if len(records) else {}
-    log.info("fetched shard: %d keys %s, %d kept from an earlier run", len(records), counts,
-             sum(row["key"] in earlier for row in rows))
+    log.info("fetched shard: %d keys %s, %d kept from an earlier run, %d connections opened", len(records), counts,
+             sum(row["key"] in earlier for row in rows), fetcher.connections)
     return records
 
 
