@@ -26,7 +26,8 @@ def test_demo_config_is_valid_and_defaults_are_filled():
 @pytest.mark.parametrize("patch,named", [
     ({"filter": {"min_sid": 3}}, "min_sid"),
     ({"shards": 0}, "shards"),
-    ({"judge": {"model": "m", "on_unparseable": "maybe"}}, "maybe"),
+    ({"judge": {"model": "m", "backend": "maybe"}}, "maybe"),
+    ({"judge": {"model": "m", "on_unparseable": "keep"}}, "on_unparseable"),  # gone: the judge reads probabilities
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path, patch, named):
     config = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -50,13 +50,13 @@ def prepare(block: str, results: Path, config: Config, stamp: str | Path) -> Non
 
 def assess(block: str, results: Path, config: Config, stamp: str | Path) -> None:
     """GPU: the VLM judge, then exact/perceptual hashes and copy descriptors of survivors;
-    both models are loaded once for the whole block."""
+    both models are loaded once for the whole block, and each image is decoded once for
+    both (the judge hands its survivors' pixels to the descriptor, batch by batch)."""
     started, counts, layout = time.time(), {}, Layout(results)
     vlm, detector = judge.load_model(config), embed.load_model(config)
     for shard in block_shards(block):
         files = layout.shard(shard)
-        judged = judge.run(files, config, model=vlm)
-        embedded = embed.run(files, config, model=detector)
+        judged, embedded = embed.assess_shard(files, config, vlm=vlm, detector=detector)
         counts[shard] = {"judge": _counts(judged, "judge_verdict"), "embed": _counts(embedded, "embed_status")}
         log.info("assessed shard %s: %s", shard, counts[shard])
     write_stamp(stamp, "assess", block, started, counts)

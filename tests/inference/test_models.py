@@ -21,7 +21,8 @@ from gpic.devkit.tiny_models import (  # noqa: E402
     build_tiny_qwen3_vl,
 )
 from gpic.identity import weights_revision  # noqa: E402
-from gpic.inference.vlm import Generation, VisionLanguageModel  # noqa: E402
+from gpic.inference.copy_detector import CopyDetector  # noqa: E402
+from gpic.inference.vlm import Generation, Question, Score, VisionLanguageModel, answer_tokens, score  # noqa: E402
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -189,6 +190,89 @@ def test_generate_accepts_non_rgb_and_max_pixels(tiny, photo_list):
     assert len(gens) == 2 and all(1 <= g.new_tokens <= 3 for g in gens)
 
 
+class VisionPasses:
+    """Images the vision tower encodes while open, counted by a forward hook of the test's own."""
+
+    def __init__(self, vlm):
+        self.visual, self.calls, self.images = vlm.model.model.visual, 0, 0
+
+    def __enter__(self):
+        def hook(module, args, kwargs, output):
+            self.calls += 1
+            self.images += len(kwargs["grid_thw"])
+        self.handle = self.visual.register_forward_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+LEVEL_PROMPTS = {"label": ("Name the main subject.", 3), "short": ("Describe this photo in one sentence.", 5),
+                 "medium": ("Describe this image in two or three sentences.", 8),
+                 "long": ("Describe this image in detail: subjects, setting, colours, composition and style.", 12)}
+
+
+def test_caption_levels_share_one_image_prefix_and_match_per_level_generate(vlm, photo_list):
+    """The four levels continue from one prefix (the vision tower once per image) and give,
+    token for token, what one full-prompt generate per level gives: the astronaut has more
+    image tokens than the others, so the shared prefix is left-padded too."""
+    with VisionPasses(vlm) as shared:
+        levels = vlm.generate_levels(photo_list, LEVEL_PROMPTS)
+    with VisionPasses(vlm) as per_level:
+        reference = {level: vlm.generate(photo_list, prompt, n) for level, (prompt, n) in LEVEL_PROMPTS.items()}
+    assert levels == reference
+    assert all(g.new_tokens >= 1 for gens in levels.values() for g in gens)
+    assert (shared.calls, shared.images) == (1, len(photo_list))  # one pass, once per image
+    assert (per_level.calls, per_level.images) == (4, 4 * len(photo_list))
+    # one image alone gives its rows of the batch; the model's own counter agrees with the hook
+    before = vlm.vision_images
+    assert vlm.generate_levels(photo_list[1:2], LEVEL_PROMPTS) == {k: v[1:2] for k, v in reference.items()}
+    assert vlm.vision_images - before == 1
+    assert vlm.generate_levels([], LEVEL_PROMPTS) == {level: [] for level in LEVEL_PROMPTS}
+
+
+QUESTIONS = {"quality": Question("Is this a clear photo? Answer with one word: good or bad.", ("good",), ("bad",)),
+             "safety": Question("Is this image safe for a general audience (no nudity, gore or hateful symbols)? "
+                                "Answer with one word: safe or unsafe.", ("safe",), ("unsafe",))}
+
+
+def test_judge_scores_are_the_next_token_probabilities_of_a_full_prompt_forward(vlm, photo_list):
+    """Both criteria (prompts of different lengths) in one forward from one image prefix give
+    the probabilities a plain forward of each whole prompt, image by image, gives."""
+    with VisionPasses(vlm) as passes:
+        scores = vlm.judge_scores(photo_list, QUESTIONS)
+    assert (passes.calls, passes.images) == (1, len(photo_list))
+    tok = vlm.processor.tokenizer
+    for name, question in QUESTIONS.items():
+        accept, reject = answer_tokens(tok, question)
+        assert len(scores[name]) == len(photo_list)
+        for photo, got in zip(photo_list, scores[name]):
+            inputs = vlm.processor(text=[vlm._chat(question.prompt)], images=[photo], return_tensors="pt")
+            with torch.inference_mode():
+                logprobs = vlm.model(**inputs).logits[0, -1].float().log_softmax(-1)
+            p_accept, p_reject = logprobs[list(accept)].exp().sum(), logprobs[list(reject)].exp().sum()
+            assert got.p_reject == pytest.approx(float(p_reject / (p_accept + p_reject)), abs=1e-4)
+            assert got.mass == pytest.approx(float(p_accept + p_reject), rel=1e-3)
+            assert 0 < got.mass < 0.05  # random weights spread the probability over the whole vocabulary
+    assert vlm.judge_scores([], QUESTIONS) == {"quality": [], "safety": []}
+
+
+def test_answer_tokens_take_case_variants_and_refuse_shared_first_tokens(vlm):
+    tok = vlm.processor.tokenizer
+    accept, reject = answer_tokens(tok, Question("?", ("good",), ("bad",)))
+    first = {tok(w, add_special_tokens=False)["input_ids"][0] for w in ("good", "Good", "GOOD")}
+    assert set(accept) == first and not set(accept) & set(reject)
+    with pytest.raises(ValueError, match="share first tokens"):
+        answer_tokens(tok, Question("?", ("safe",), ("Safe",)))
+
+
+def test_score_normalises_the_two_sides_and_keeps_the_mass():
+    s = score([float(np.log(0.5)), float(np.log(0.1))], [float(np.log(0.2))])
+    assert s.p_reject == pytest.approx(0.2 / 0.8) and s.mass == pytest.approx(0.8)
+    assert score([-np.inf], [-np.inf]) == Score(p_reject=0.5, mass=0.0)  # neither word seen: no preference
+    assert score([0.0], [-1000.0]).p_reject == pytest.approx(0.0) and score([-1000.0], [0.0]).p_reject == 1.0
+
+
 def test_bad_paths_raise_naming_the_path(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
@@ -255,6 +339,41 @@ def test_copy_detector_separates_copies_from_distinct_photos(tiny, photo_list):
         for i in range(3):
             for j in range(i + 1, 3):
                 assert float(base[i] @ base[j]) < 0.5
+
+
+def mixed_aspect(photos, n=12):
+    """Crops of real photos at aspect ratios from 1:2 to 2:1, each a different shape."""
+    out = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        aspect = 0.5 * 4 ** (i / (n - 1))
+        width = min(photo.width, round(photo.height * aspect))
+        out.append(photo.crop((0, 0, width, min(photo.height, round(width / aspect)))).resize(
+            (200 + 23 * i, round((200 + 23 * i) / aspect))))
+    return out
+
+
+def test_copy_detector_batches_any_shapes_close_to_the_aspect_keeping_path(tiny, photo_list):
+    """Every image of a batch in one forward pass whatever its shape (SSCD's square resize),
+    descriptors within cosine 0.99 of the short-side-288 path, which batches equal shapes only."""
+    detector = CopyDetector(tiny["copy_detector"])
+    images = mixed_aspect(photo_list)
+    assert len({im.size for im in images}) == len(images)
+    shapes = []
+    model = detector.model
+    detector.model = lambda batch: (shapes.append(tuple(batch.shape)), model(batch))[1]
+    ours = detector.describe(images)
+    assert shapes == [(len(images), 3, 320, 320)]
+    reference = detector.describe_per_image(images)
+    assert len(shapes) == 1 + len(images)  # the reference: one pass per distinct shape
+    assert ours.dtype == np.float16 and ours.shape == reference.shape == (len(images), 256)
+    a, b = ours.astype(np.float32), reference.astype(np.float32)
+    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.99
+    assert detector.forward_calls == 1 + len(images) and detector.forward_images == 2 * len(images)
+    # the batch does not change a descriptor: alone or among others, the same
+    alone = detector.describe(images[3:4]).astype(np.float32)[0]
+    assert float(alone @ a[3]) / float(np.linalg.norm(alone) * np.linalg.norm(a[3])) > 0.9999
 
 
 def test_copy_detector_dim_and_seed(tmp_path):

@@ -24,11 +24,10 @@ from typer.testing import CliRunner
 from gpic.cli import app
 from gpic.config import validate_config
 from gpic.images import load_rgb
-from gpic.inference.vlm import Generation
 from gpic.jobs import prepare
 from gpic.stages import filter as filters
 from gpic.stages.filter import assess, filter_shard, phash
-from gpic.stages.judge import decide, judge_shard, parse_answer
+from gpic.stages.judge import decide, judge_shard
 from gpic.stages.partition import partition
 from gpic.store import read_table, write_tar
 
@@ -270,7 +269,7 @@ def test_snakemake_reruns_only_the_rules_a_changed_threshold_affects(demo, tmp_p
     assert planned(work) == {}
 
     judge_change = yaml.safe_load(yaml.safe_dump(base))
-    judge_change["judge"]["on_unparseable"] = "drop"
+    judge_change["judge"]["reject_threshold"] = 0.5
     (work / "config.yaml").write_text(yaml.safe_dump(judge_change))
     jobs = planned(work)
     assert "prepare" not in jobs and jobs["assess"] == 2
@@ -345,51 +344,49 @@ def test_bench_filter_compares_verdicts_near_the_blur_threshold():
     assert 0.5 < f["near_blur_ratio_min"] < f["near_blur_ratio_max"] < 2  # the reduced decode is not the full one
 
 
-@pytest.mark.parametrize("answer,outcome", [
-    ("good", "accept"), ("Good.", "accept"), ("  GOOD  ", "accept"), ("**good**", "accept"),
-    ("good, mostly", "accept"), ("<think>it looks bad</think>\nGood", "accept"),
-    ("bad", "reject"), ("Bad!", "reject"), ("bad photo", "reject"),
-    ("", "unparseable"), ("maybe", "unparseable"), ("not good", "unparseable"), ("goodish", "unparseable"),
-    ("<think>still thinking", "unparseable"), ("The image is good", "unparseable"),
-])
-def test_answer_parser(answer, outcome):
-    assert parse_answer(answer, ["good"], ["bad"]) == outcome
+def test_judge_decides_on_p_reject_against_the_threshold():
+    assert decide({"quality": 0.2, "safety": 0.7}, 0.5) == ("drop", "judge safety rejected: p_reject 0.700 > 0.5")
+    assert decide({"quality": 0.9, "safety": 0.7}, 0.5)[1].startswith("judge quality rejected")  # the first says
+    assert decide({"quality": 0.5, "safety": 0.1}, 0.5) == ("pass", "")  # a tie is no rejection
+    assert decide({"quality": 1.0, "safety": 1.0}, 1.0) == ("pass", "")  # 1.0 drops nothing
+    assert decide({"quality": 1e-6}, 0.0)[0] == "drop"
 
 
-class CannedModel:
-    """Stands in for a VisionLanguageModel: a fixed answer per prompt word, and an id/revision."""
+@pytest.fixture(scope="module")
+def judge_vlm(tiny_models):
+    from gpic.inference.vlm import VisionLanguageModel
 
-    model_id, revision = "canned", "abc123"
-
-    def __init__(self, answers: dict[str, str]):
-        self.answers, self.calls = answers, []
-
-    def generate(self, images, prompt, max_new_tokens):
-        self.calls.append(len(images))
-        text = next(a for word, a in self.answers.items() if word in prompt)
-        return [Generation(text=text, new_tokens=1, hit_limit=False) for _ in images]
+    return VisionLanguageModel(tiny_models["vlm"])
 
 
-@pytest.mark.parametrize("quality,safety,policy,verdict,reason", [
-    ("good", "safe", "keep", "pass", ""),
-    ("bad", "safe", "keep", "drop", "judge quality rejected: bad"),
-    ("good", "Unsafe.", "keep", "drop", "judge safety rejected: Unsafe."),
-    ("hmm", "safe", "keep", "pass", ""),
-    ("hmm", "safe", "drop", "drop", "judge quality unparseable: hmm"),
-])
-def test_judge_verdicts_keep_answers_outcomes_and_model(tmp_path, photos, base_config, quality, safety, policy,
-                                                         verdict, reason):
-    names = ["astronaut", "coffee", "chelsea"]
+@pytest.mark.parametrize("threshold", [0.0, "between", 1.0])
+def test_judge_verdicts_follow_the_recorded_scores_and_the_threshold(tmp_path, photos, base_config, judge_vlm,
+                                                                    threshold):
+    """The real tiny model scores both criteria; the verdict of every key is its recorded
+    p_reject against the threshold: 0 drops all (p_reject > 0), 1 keeps all, and one between
+    two recorded scores splits the keys."""
+    names = ["astronaut", "coffee", "chelsea", "rocket"]
     write_tar(tmp_path / "raw.tar", [(f"{n}.jpg", jpeg_bytes(photos[n])) for n in names])
     records = pd.DataFrame({"key": names, "raw_member": [f"{n}.jpg" for n in names]})
-    filtered = pd.DataFrame({"key": names, "filter_verdict": ["pass", "pass", "drop"]})
-    cfg = dict(base_config["judge"], on_unparseable=policy, batch_size=2)
-    model = CannedModel({"quality": quality, "safe": safety})
-    table = judge_shard(filtered, records, tmp_path / "raw.tar", cfg, tmp_path / "judge.parquet", model=model)
-    assert table["key"].tolist() == ["astronaut", "coffee"]  # only what the heuristics passed
-    assert model.calls == [2, 2]  # one batch, one call per criterion
-    assert (table["judge_verdict"] == verdict).all() and (table["judge_reason"] == reason).all()
-    assert (table["quality_answer"] == quality).all() and (table["safety_answer"] == safety).all()
-    assert set(table["quality_outcome"]) == {parse_answer(quality, ["good"], ["bad"])}
-    assert (table["judge_model_id"] == "canned").all() and (table["judge_model_revision"] == "abc123").all()
-    assert decide({"quality": "accept"}, {"quality": "good"}, policy) == ("pass", "")
+    filtered = pd.DataFrame({"key": names, "filter_verdict": ["pass", "pass", "pass", "drop"]})
+    cfg = dict(base_config["judge"], batch_size=2, reject_threshold=1.0)
+    if threshold == "between":  # midway between the two highest of the keys' worst scores
+        scored = judge_shard(filtered, records, tmp_path / "raw.tar", cfg, tmp_path / "scores.parquet", model=judge_vlm)
+        worst = scored[["quality_p_reject", "safety_p_reject"]].max(axis=1).sort_values()
+        threshold = float((worst.iloc[-1] + worst.iloc[-2]) / 2)
+    cfg["reject_threshold"] = threshold
+    calls = judge_vlm.vision_calls
+    table = judge_shard(filtered, records, tmp_path / "raw.tar", cfg, tmp_path / "judge.parquet", model=judge_vlm)
+    assert judge_vlm.vision_calls - calls == 2  # one image prefix per batch of 2, for both criteria
+    assert table["key"].tolist() == ["astronaut", "chelsea", "coffee"]  # only what the heuristics passed
+    assert [c for c in table.columns if c.endswith(("_p_reject", "_mass"))] == [
+        "quality_p_reject", "quality_mass", "safety_p_reject", "safety_mass"]
+    assert not [c for c in table.columns if c.endswith(("_answer", "_outcome"))]
+    for row in table.to_dict("records"):
+        assert 0 < row["quality_p_reject"] < 1 and 0 < row["safety_mass"] < 1
+        expected = decide({"quality": row["quality_p_reject"], "safety": row["safety_p_reject"]}, threshold)
+        assert (row["judge_verdict"], row["judge_reason"]) == expected
+    drops = int((table["judge_verdict"] == "drop").sum())
+    assert drops == {0.0: 3, 1.0: 0}.get(threshold, 1)
+    assert (table["judge_model_id"] == "qwen3-vl-tiny").all()
+    assert (table["judge_model_revision"] == judge_vlm.revision).all()

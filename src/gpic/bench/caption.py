@@ -1,46 +1,81 @@
-"""`gpic bench caption`: batched captioning against one image at a time, same model."""
+"""`gpic bench caption`: the four caption levels from one shared image prefix (ours) against
+the current path, one full-prompt generate per level (the vision tower and the image's
+prefill four times), same model, same batches, greedy: same captions."""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
-
-from gpic.bench import synthetic_shard
+from gpic.bench.vlm import (
+    VisionCounter,
+    caption_flops,
+    gpic_photos,
+    h100_ratio,
+    image_tokens_4b,
+    prompt_tokens,
+    proportional_model,
+)
 from gpic.config import validate_config
 from gpic.contracts import LEVELS
-from gpic.stages.caption import caption_batch, load_model
-from gpic.store import read_tar
+from gpic.devkit.tiny_models import QWEN3_VL_4B
+from gpic.stages.caption import load_model
 
 
-def bench_caption(model_path: str, images: int = 16, batch_size: int = 8, device: str = "cpu",
+def bench_caption(model_path: str | None = None, images: int = 16, batch_size: int = 8, device: str = "cpu",
                   backend: str = "transformers", levels: dict | None = None) -> dict[str, float | int | str]:
-    """Captioning images/s and output tokens/s for all four levels on 479x587 photos: ours
-    (batches of `batch_size`) against the same model one image at a time (the baseline).
-    Output lengths follow the model: the tiny random model usually runs to the token budget."""
-    config = validate_config({"sources": ["unused.csv"], "shards": 1, "judge": {"model": "m"}, "embed": {"model": "m"},
-                           "caption": {"model": model_path, "device": device, "backend": backend,
-                                       **({"levels": levels} if levels else {})}})
-    cfg, model = config["caption"], load_model(config)
+    """Captioning images/s and output tokens/s for all four levels on 479x587 photos, ours
+    against the current path at the same batch size; the captions of both compared; vision
+    passes per image counted by a hook. `model_path` None builds the proportional tiny model
+    (Qwen3-VL-4B's image tokens per photo against the same prompts). Output lengths follow
+    the model: the random one usually runs to the token budget."""
     with tempfile.TemporaryDirectory() as tmp:
-        photos = [Image.open(io.BytesIO(data)).convert("RGB")
-                  for data in read_tar(synthetic_shard(Path(tmp), images).raw).values()]
-    keys = [f"{i:020x}" for i in range(images)]
+        model_path = model_path or str(proportional_model(Path(tmp)))
+        config = validate_config({"sources": ["unused.csv"], "shards": 1, "judge": {"model": "m"},
+                                  "embed": {"model": "m"},
+                                  "caption": {"model": model_path, "device": device, "backend": backend,
+                                              **({"levels": levels} if levels else {})}})
+        cfg, model = config["caption"], load_model(config)
+    photos = gpic_photos(images)
+    asked = {level: (cfg["levels"][level]["prompt"], cfg["levels"][level]["max_new_tokens"]) for level in LEVELS}
 
-    def run(size: int) -> tuple[float, int]:
-        start, tokens = time.perf_counter(), 0
-        for first in range(0, images, size):
-            rows = caption_batch(model, keys[first:first + size], photos[first:first + size], cfg["levels"])
-            tokens += sum(row[f"{level}_tokens"] for row in rows for level in LEVELS)
-        return time.perf_counter() - start, tokens
+    def ours(batch):
+        return model.generate_levels(batch, asked)
 
-    run(min(batch_size, images))  # warm-up: first calls allocate and compile kernels
-    ours_s, ours_tokens = run(batch_size)
-    baseline_s, baseline_tokens = run(1)
-    return {"model": model.model_id, "backend": backend, "device": device, "images": images, "batch_size": batch_size,
-            "ours_images_per_s": images / ours_s, "ours_tokens_per_s": ours_tokens / ours_s,
-            "baseline_images_per_s": images / baseline_s, "baseline_tokens_per_s": baseline_tokens / baseline_s,
-            "ours_s": ours_s, "baseline_s": baseline_s, "ratio": baseline_s / ours_s}
+    def current(batch):
+        return {level: model.generate(batch, prompt, budget) for level, (prompt, budget) in asked.items()}
+
+    def run(path) -> tuple[float, int, list, float]:
+        outputs, tokens = [], 0
+        counter = VisionCounter(model) if backend == "transformers" else None  # vLLM's tower is out of reach
+        start = time.perf_counter()
+        with counter or contextlib.nullcontext():
+            for first in range(0, images, batch_size):
+                out = path(photos[first:first + batch_size])
+                tokens += sum(g.new_tokens for gens in out.values() for g in gens)
+                outputs += [{level: out[level][i] for level in LEVELS} for i in range(len(out[LEVELS[0]]))]
+        passes = counter.images / images if counter else float("nan")
+        return time.perf_counter() - start, tokens, outputs, passes
+
+    ours(photos[:min(batch_size, images)])  # warm-up: first calls allocate and compile kernels
+    ours_s, ours_tokens, ours_out, ours_passes = run(ours)
+    baseline_s, baseline_tokens, baseline_out, baseline_passes = run(current)
+    same = sum(a[level] == b[level] for a, b in zip(ours_out, baseline_out) for level in LEVELS)
+    figures = {"model": model.model_id, "backend": backend, "device": device, "images": images,
+               "batch_size": batch_size, "ours_images_per_s": images / ours_s,
+               "ours_tokens_per_s": ours_tokens / ours_s,
+               "baseline_images_per_s": images / baseline_s, "baseline_tokens_per_s": baseline_tokens / baseline_s,
+               "ours_s": ours_s, "baseline_s": baseline_s, "ratio": baseline_s / ours_s,
+               "same_captions": f"{same}/{images * len(LEVELS)}",
+               "vision_passes_per_image": ours_passes, "baseline_vision_passes_per_image": baseline_passes}
+    if backend == "transformers":
+        tokens = prompt_tokens(model, photos[0], [prompt for prompt, _ in asked.values()])
+        budgets = [budget for _, budget in asked.values()]
+        text = tokens["head"] + sum(tokens["suffixes"]) + sum(budgets)
+        real = {**tokens, "image": image_tokens_4b(photos[0])}
+        figures.update(image_tokens=tokens["image"], text_tokens=text, image_to_text=tokens["image"] / text,
+                       image_tokens_4b=real["image"], flop_ratio_h100=h100_ratio("caption", real, budgets=budgets),
+                       h100_tflop_per_image=caption_flops(QWEN3_VL_4B, real, budgets, shared=True) / 1e12)
+    return figures

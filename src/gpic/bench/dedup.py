@@ -79,9 +79,8 @@ def dedup_quality(photos: dict[str, Image.Image], config: dict) -> tuple[pd.Data
     """Per planted transform: copies caught by each layer alone and removed by the whole
     dedup; and over every pair of distinct photos: links per layer and photos with no
     image kept (a distinct image wrongly removed)."""
-    import imagehash
-
     from gpic.stages.embed import load_model
+    from gpic.stages.filter import measure
 
     cfg = config["dedup"]
     rows = []
@@ -100,7 +99,7 @@ def dedup_quality(photos: dict[str, Image.Image], config: dict) -> tuple[pd.Data
                                   for s in range(0, len(images), batch)]).astype(np.float32)
     table = table.assign(key=[f"{i:06d}" for i in range(len(table))], shard="00000", split="train",
                          sha256=[hashlib.sha256(d).hexdigest() for d in table["data"]],
-                         phash=[str(imagehash.phash(im)) for im in images],
+                         phash=[measure(d, config["filter"])["phash"] for d in table["data"]],  # the filter's
                          width=[im.width for im in images], height=[im.height for im in images],
                          descriptor=[d.astype(np.float16).tobytes() for d in descriptors])
     decisions = cluster(table, cfg).set_index("key").reindex(table["key"])

@@ -44,8 +44,8 @@ def lineage(key: str, results: Path = RESULTS_LAYOUT.root, as_json: bool = typer
 
 @app.command()
 def summary(results: Path = RESULTS_LAYOUT.root, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Final states per shard and per stage/reason, and how many judge answers were unparseable
-    (a warning when most were); fails if any shard's counts do not add up."""
+    """Final states per shard and per stage/reason, and how many judged keys got scores that
+    decide nothing (a warning when most did); fails if any shard's counts do not add up."""
     from rich.console import Console
 
     from gpic.stages.provenance import summarise
@@ -63,8 +63,9 @@ def summary(results: Path = RESULTS_LAYOUT.root, as_json: bool = typer.Option(Fa
         for row in report["reasons"]:
             reasons.add_row(row["state"], row["stage"], Text(printable(row["reason"])), str(row["keys"]))
         console.print(reasons)
-        console.print(f"judge answers: {judge['judged']} keys judged, {judge['unparseable']} with an unparseable "
-                      f"answer ({judge['unparseable_fraction']:.0%})", soft_wrap=True)
+        console.print(f"judge scores: {judge['judged']} keys judged, {judge['low_mass']} answering neither word "
+                      f"({judge['low_mass_fraction']:.0%}), {judge['undecided']} undecided "
+                      f"({judge['undecided_fraction']:.0%})", soft_wrap=True)
     if judge["warning"]:  # under --json on stderr, so that stdout stays JSON and a person still sees it
         shown = Text(f"WARNING: {judge['warning']}", style="bold yellow")
         (Console(stderr=True) if as_json else console).print(shown, soft_wrap=True)

@@ -31,6 +31,7 @@ import torch
 from gpic.inference import quiet_progress_bars
 
 __all__ = [
+    "QWEN3_VL_4B",
     "QWEN_SPECIAL_TOKENS",
     "QWEN3_VL_CHAT_TEMPLATE",
     "build_tiny_copy_detector",
@@ -183,7 +184,21 @@ def _tiny_corpus() -> list[str]:
     return texts
 
 
-def _train_bpe(vocab_size: int = 1500) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _pipeline_prompts() -> list[str]:
+    """The default caption and judge prompts and the chat template's words, repeated: trained
+    on, they become about one token per word, as in Qwen's 151k vocabulary."""
+    import yaml
+
+    from gpic.config import SCHEMA
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    prompts = [level["prompt"] for level in schema["caption"]["properties"]["levels"]["default"].values()]
+    prompts += [c["prompt"] for c in schema["judge"]["properties"]["criteria"]["default"].values()]
+    prompts += ["user assistant system", "Good good GOOD Bad bad BAD Safe safe SAFE Unsafe unsafe UNSAFE"]
+    return prompts * 50
+
+
+def _train_bpe(vocab_size: int = 1500, extra: list[str] | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a byte-level BPE with Qwen's pre-tokeniser on the built-in corpus."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -202,18 +217,24 @@ def _train_bpe(vocab_size: int = 1500) -> tuple[dict[str, int], list[tuple[str, 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
-    tok.train_from_iterator(_tiny_corpus(), trainer=trainer)
+    tok.train_from_iterator(_tiny_corpus() + (extra or []), trainer=trainer)
     model = json.loads(tok.to_str())["model"]
     vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
     merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" ", 1)) for m in model["merges"]]
     return vocab, merges
 
 
-def _build_qwen_tokenizer(vocab_size: int = 1500):
+def _build_qwen_tokenizer(vocab_size: int = 1500, base_vocab: int | None = None, word_prompts: bool = False):
+    """The tiny BPE with Qwen's added tokens after it; with `base_vocab`, the BPE vocabulary is
+    padded with unreachable filler entries to that size first, so the added tokens get the
+    published ids (151643 = <|endoftext|> for Qwen3-VL's 151643-entry BPE). `word_prompts`
+    trains on the pipeline's prompts too (about one token per word, as Qwen's tokenizer)."""
     from tokenizers import AddedToken
     from transformers import Qwen2TokenizerFast
 
-    vocab, merges = _train_bpe(vocab_size)
+    vocab, merges = _train_bpe(vocab_size, _pipeline_prompts() if word_prompts else None)
+    if base_vocab is not None:
+        vocab.update({f"<gpic_filler_{i}>": i for i in range(len(vocab), base_vocab)})
     tokenizer = Qwen2TokenizerFast(
         vocab=vocab,
         merges=merges,
@@ -257,48 +278,80 @@ TINY_MIN_PIXELS = 4 * _FACTOR * _FACTOR
 TINY_MAX_PIXELS = 64 * _FACTOR * _FACTOR
 
 
-def _tiny_qwen3_vl_config(tokenizer):
+# The architecture of Qwen/Qwen3-VL-4B-Instruct (its config.json, pinned in
+# config/production.yaml) and its processor's pixel budget: a 479x587 photo (GPIC's mean size)
+# becomes 15x18 = 270 image tokens.
+QWEN3_VL_4B = {
+    "text": {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36, "num_attention_heads": 32,
+             "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 262144,
+             "mrope_section": [24, 20, 20], "tie_word_embeddings": True},
+    "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+               "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]},
+    "base_vocab": 151643,  # BPE entries before <|endoftext|>
+    "pixels": {"shortest_edge": 65536, "longest_edge": 16777216},
+}
+# Shapes of the Qwen3-VL builds. "tiny": the test model (a few dozen image tokens per photo).
+# "proportional": the published processor's pixel budget, so a photo has as many image tokens
+# as in production against the same text, and widths chosen so that the vision tower's
+# linear-layer parameters per patch stay about 0.08 of the language model's per token, as in
+# the 4B model (302M per patch against 3.63B per token); attention, quadratic in the tokens,
+# weighs more at these widths. "qwen3-vl-4b": the full architecture (4.4B parameters).
+SHAPES = {
+    "tiny": {
+        "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "head_dim": 16, "vocab_size": None, "max_position_embeddings": 4096,
+                 "mrope_section": [4, 2, 2], "tie_word_embeddings": False},
+        # num_position_embeddings: a 16x16 grid, interpolated to any image size
+        "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                   "num_position_embeddings": 256, "deepstack_visual_indexes": [0, 1]},
+        "base_vocab": None,
+        "pixels": {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
+    },
+    "proportional": {
+        "text": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 10, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "head_dim": 32, "vocab_size": None, "max_position_embeddings": 32768,
+                 "mrope_section": [6, 5, 5], "tie_word_embeddings": False},
+        "vision": {"depth": 4, "hidden_size": 64, "intermediate_size": 256, "num_heads": 4,
+                   "num_position_embeddings": 2304, "deepstack_visual_indexes": [0, 1, 2]},
+        "base_vocab": None,
+        "pixels": QWEN3_VL_4B["pixels"],
+    },
+    "qwen3-vl-4b": QWEN3_VL_4B,
+}
+
+
+def _tiny_qwen3_vl_config(tokenizer, shape: str = "tiny"):
     from transformers import Qwen3VLConfig
 
+    dims = SHAPES[shape]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
-    hidden, heads, kv_heads = 64, 4, 2
-    head_dim = hidden // heads  # 16 -> rotary half-dim 8
+    text, vision = dims["text"], dims["vision"]
+    tied = text["tie_word_embeddings"]
     text_config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
+        **{k: v for k, v in text.items() if k not in ("mrope_section", "tie_word_embeddings")},
+        "vocab_size": text["vocab_size"] or len(tokenizer),
         "hidden_act": "silu",
-        "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-6,
         # Interleaved multimodal RoPE: sections (t, h, w) must sum to head_dim/2.
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": 5_000_000.0,
-            "mrope_section": [4, 2, 2],
+            "mrope_section": text["mrope_section"],
             "mrope_interleaved": True,
         },
         "bos_token_id": endoftext,
         "eos_token_id": im_end,
         "pad_token_id": endoftext,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": tied,
     }
     vision_config = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
+        **vision,
         "in_channels": 3,
         "patch_size": _PATCH,
         "spatial_merge_size": _MERGE,
         "temporal_patch_size": _TEMPORAL_PATCH,
-        "out_hidden_size": hidden,
-        "num_position_embeddings": 256,  # a 16x16 grid, interpolated to any image size
-        "deepstack_visual_indexes": [0, 1],  # valid layer indexes for depth 2
+        "out_hidden_size": text["hidden_size"],
         "hidden_act": "gelu_pytorch_tanh",
     }
     return Qwen3VLConfig(
@@ -311,15 +364,16 @@ def _tiny_qwen3_vl_config(tokenizer):
         bos_token_id=endoftext,
         eos_token_id=im_end,
         pad_token_id=endoftext,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
 
 
-def _tiny_qwen3_vl_processor(tokenizer):
+def _tiny_qwen3_vl_processor(tokenizer, shape: str = "tiny"):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
+    pixels = SHAPES[shape]["pixels"]
     image_processor = Qwen2VLImageProcessor(
-        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
+        size=dict(pixels),
         patch_size=_PATCH,
         temporal_patch_size=_TEMPORAL_PATCH,
         merge_size=_MERGE,
@@ -327,7 +381,7 @@ def _tiny_qwen3_vl_processor(tokenizer):
         image_std=[0.5, 0.5, 0.5],
     )
     video_processor = Qwen3VLVideoProcessor(
-        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": 4 * TINY_MAX_PIXELS},
+        size={"shortest_edge": pixels["shortest_edge"], "longest_edge": 4 * pixels["longest_edge"]},
         patch_size=_PATCH,
         temporal_patch_size=_TEMPORAL_PATCH,
         merge_size=_MERGE,
@@ -346,7 +400,8 @@ def _tiny_qwen3_vl_processor(tokenizer):
     )
 
 
-def build_tiny_qwen3_vl(out_dir: Path, seed: int = 0) -> Path:
+def build_tiny_qwen3_vl(out_dir: Path, seed: int = 0, shape: str = "tiny", device: str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> Path:
     """Build a tiny random-weight Qwen3-VL checkpoint (model + processor) in ``out_dir``.
 
     A real ``Qwen3VLForConditionalGeneration`` (2 text layers of width 64 with
@@ -355,16 +410,27 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int = 0) -> Path:
     built-in English text with Qwen's special tokens and chat template, and a
     processor whose pixel budget turns a ~480x590 photo into a few dozen vision
     tokens.  Loads with ``AutoProcessor`` / ``AutoModelForImageTextToText``.
+
+    ``shape`` picks another size of the same build (see ``SHAPES``): "proportional" for the
+    benchmarks, "qwen3-vl-4b" for the full architecture (build it on a GPU: ``device="cuda"``,
+    ``dtype=torch.bfloat16``; ~9 GB of safetensors). Only "tiny" is pinned byte for byte.
     """
     from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_qwen_tokenizer()
-    config = _tiny_qwen3_vl_config(tokenizer)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
-        torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config).eval()
+    tokenizer = _build_qwen_tokenizer(base_vocab=SHAPES[shape]["base_vocab"], word_prompts=shape != "tiny")
+    config = _tiny_qwen3_vl_config(tokenizer, shape)
+    default_dtype = torch.get_default_dtype()
+    on_gpu = torch.device(device).type == "cuda"
+    with torch.random.fork_rng(devices=[torch.device(device).index or 0] if on_gpu else []):
+        torch.manual_seed(seed)  # above: leave the caller's RNG state alone
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                model = Qwen3VLForConditionalGeneration(config).eval()
+        finally:
+            torch.set_default_dtype(default_dtype)
     model.generation_config = GenerationConfig(
         bos_token_id=config.text_config.bos_token_id,
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
@@ -373,7 +439,7 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int = 0) -> Path:
     )
     with quiet_progress_bars():
         model.save_pretrained(out_dir, safe_serialization=True)
-    _tiny_qwen3_vl_processor(tokenizer).save_pretrained(out_dir)
+    _tiny_qwen3_vl_processor(tokenizer, shape).save_pretrained(out_dir)
     return out_dir
 
 

@@ -9,7 +9,9 @@ accepted.
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +24,7 @@ from gpic.inference import checkpoint_name
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Generation", "VisionLanguageModel", "VllmModel"]
+__all__ = ["Generation", "Question", "Score", "VisionLanguageModel", "VllmModel", "answer_tokens", "score"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -41,6 +43,77 @@ class Generation:
     text: str  # decoded new tokens, special tokens removed, whitespace stripped
     new_tokens: int  # number of generated tokens (up to and including EOS; padding after EOS excluded)
     hit_limit: bool  # True when generation stopped at max_new_tokens without EOS
+
+
+@dataclass(frozen=True)
+class Question:
+    """A closed question about an image: the prompt and the words that accept or reject."""
+
+    prompt: str
+    accept: tuple[str, ...]
+    reject: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A judge's answer as next-token probabilities of the question's words."""
+
+    p_reject: float  # P(reject words) / P(accept or reject words): 0 sure accept, 1 sure reject
+    mass: float  # P(accept or reject words) of the whole next-token distribution: low = answers neither
+
+
+def answer_tokens(tokenizer, question: Question) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Token ids whose probability as the answer's first token counts for accept and for
+    reject: the first token of each word as written, lower case, capitalised and upper case
+    (the answer starts the assistant turn, so no leading space). A word of several tokens
+    counts by its first one, so the two sides must not share a first token."""
+    def first_tokens(words) -> set[int]:
+        ids = set()
+        for word in words:
+            for variant in {word, word.lower(), word.capitalize(), word.upper()}:
+                tokens = tokenizer(variant, add_special_tokens=False)["input_ids"]
+                if tokens:
+                    ids.add(tokens[0])
+        return ids
+
+    accept, reject = first_tokens(question.accept), first_tokens(question.reject)
+    if not accept or not reject:
+        raise ValueError(f"question {question.prompt[:40]!r}: accept and reject words must each tokenise")
+    if shared := accept & reject:
+        names = [tokenizer.convert_ids_to_tokens(i) for i in sorted(shared)]
+        raise ValueError(f"accept words {list(question.accept)} and reject words {list(question.reject)} share "
+                         f"first tokens {names}: their probabilities cannot be told apart")
+    return tuple(sorted(accept)), tuple(sorted(reject))
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values, default=-math.inf)
+    return top if top == -math.inf else top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def score(accept_logprobs: list[float], reject_logprobs: list[float]) -> Score:
+    """Score from the log-probabilities of the accept and reject tokens (-inf where unknown)."""
+    accept, reject = _logsumexp(accept_logprobs), _logsumexp(reject_logprobs)
+    if accept == reject == -math.inf:
+        return Score(p_reject=0.5, mass=0.0)
+    diff = accept - reject  # p_reject = sigmoid(reject - accept), computed without overflow
+    p_reject = 1 / (1 + math.exp(diff)) if diff < 0 else math.exp(-diff) / (1 + math.exp(-diff))
+    return Score(p_reject=p_reject, mass=min(1.0, math.exp(accept) + math.exp(reject)))
+
+
+@dataclass
+class _Prefix:
+    """The shared head of a batch's prompts after one forward: ids, mask, KV cache, and the
+    multimodal RoPE offsets its image left (None for models without them)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    cache: object
+    rope_deltas: torch.Tensor | None
+
+    @property
+    def length(self) -> int:
+        return self.input_ids.shape[1]
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
@@ -102,6 +175,15 @@ class VisionLanguageModel:
         except (OSError, ValueError, KeyError) as exc:
             raise ValueError(f"cannot load vision-language model from {self.path}: {exc}") from exc
         self.model = model.to(self.device).eval()
+        # transformers 5.x renamed generate's and forward's `past_key_values` to `cache`
+        self._cache_kw = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+        self._parts: tuple[str, str] | None = None
+        self._suffixes: dict[str, list[int]] = {}
+        # vision-tower forward passes and the images they encoded, counted by a hook
+        self.vision_calls = self.vision_images = 0
+        visual = getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
+        if visual is not None:
+            visual.register_forward_hook(self._count_vision, with_kwargs=True)
 
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left"  # decoder-only batching: prompts must end at the same position
@@ -143,9 +225,60 @@ class VisionLanguageModel:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[Generation]:
-        """The same text prompt applied to each image, one batch, greedy decoding (do_sample=False), left padding."""
-        rows = self._generate_ids(images, prompt, max_new_tokens)
+    def _count_vision(self, module, args, kwargs, output) -> None:
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        self.vision_calls += 1
+        self.vision_images += int(grid.shape[0]) if grid is not None else 1
+
+    def _template_parts(self) -> tuple[str, str]:
+        """The chat around the prompt: (head, tail), the image in the head. Every prompt of
+        the pipeline shares the head, so its image and KV cache are computed once."""
+        if self._parts is None:
+            marker = "\x00GPIC-PROMPT\x00"
+            chat = self._chat(marker)
+            if chat.count(marker) != 1:
+                raise ValueError(f"the chat template of {self.path} does not keep the prompt text as given")
+            head, tail = chat.split(marker)
+            image_token = getattr(self.processor, "image_token", None)
+            if image_token is not None and image_token not in head:
+                raise ValueError(f"the chat template of {self.path} does not put the image before the prompt")
+            self._parts = (head, tail)
+        return self._parts
+
+    def _suffix_ids(self, prompt: str) -> list[int]:
+        """Token ids of `prompt` and the template's tail; checked once per prompt to be the
+        tokens the whole chat has after the head (the head ends with a special token)."""
+        if prompt not in self._suffixes:
+            head, tail = self._template_parts()
+            tokenizer = self.processor.tokenizer
+            suffix = tokenizer(prompt + tail, add_special_tokens=False)["input_ids"]
+            whole = tokenizer(head + prompt + tail, add_special_tokens=False)["input_ids"]
+            if whole != tokenizer(head, add_special_tokens=False)["input_ids"] + suffix:
+                raise ValueError(f"prompt {prompt[:40]!r} does not tokenise apart from the image prefix")
+            self._suffixes[prompt] = suffix
+        return self._suffixes[prompt]
+
+    def _encode_prefix(self, images: list[Image.Image]) -> _Prefix:
+        """One forward over the shared head of every prompt (chat start, the image): the vision
+        tower runs once per image here, and the KV cache it leaves serves every prompt after."""
+        head, _ = self._template_parts()
+        inputs = self.processor(text=[head] * len(images), images=images, padding=True, padding_side="left",
+                                return_tensors="pt").to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        deltas = getattr(getattr(self.model, "model", self.model), "rope_deltas", None)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        return _Prefix(inputs["input_ids"], inputs["attention_mask"], cache,
+                       None if deltas is None else deltas.clone())
+
+    def _restore_rope(self, prefix: _Prefix) -> None:
+        """Multimodal RoPE continues from the image's positions: the offsets of this prefix."""
+        if prefix.rope_deltas is not None:
+            getattr(self.model, "model", self.model).rope_deltas = prefix.rope_deltas
+
+    def _decode(self, rows: list[list[int]], max_new_tokens: int) -> list[Generation]:
         results = []
         for row in rows:
             end = next((i for i, tok in enumerate(row) if tok in self.eos_token_ids), None)
@@ -159,12 +292,76 @@ class VisionLanguageModel:
             results.append(Generation(text=text, new_tokens=new_tokens, hit_limit=hit_limit))
         return results
 
+    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[Generation]:
+        """The same text prompt applied to each image, one batch, greedy decoding (do_sample=False), left padding.
+        The whole prompt goes through one generate call: the reference path, which the
+        shared-prefix paths below must reproduce."""
+        return self._decode(self._generate_ids(images, prompt, max_new_tokens), max_new_tokens)
+
     def generate_levels(self, images: list[Image.Image],
                         levels: dict[str, tuple[str, int]]) -> dict[str, list[Generation]]:
-        """Several (prompt, max_new_tokens) over the same images: one batched generate per
-        level. The vision tower runs once per level here; the vLLM backend shares it."""
+        """Several (prompt, max_new_tokens) over the same images, greedy. The image comes first
+        in every prompt, so its prefix (vision features and KV cache) is computed once for
+        the batch and each level's generate continues from it (the cache is cropped back to
+        the prefix after each level): the vision tower runs once per image for all levels,
+        and the text equals one full-prompt `generate` per level."""
+        for _, budget in levels.values():
+            if budget < 1:
+                raise ValueError(f"max_new_tokens must be >= 1, got {budget}")
+        if not images:
+            return {level: [] for level in levels}
         images = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-        return {level: self.generate(images, prompt, budget) for level, (prompt, budget) in levels.items()}
+        prefix = self._encode_prefix(images)
+        out = {}
+        for level, (prompt, budget) in levels.items():
+            suffix = torch.tensor([self._suffix_ids(prompt)], device=self.device).expand(len(images), -1)
+            ids = torch.cat([prefix.input_ids, suffix], dim=1)
+            mask = torch.cat([prefix.attention_mask, torch.ones_like(suffix)], dim=1)
+            self._restore_rope(prefix)
+            with torch.inference_mode():
+                output = self.model.generate(input_ids=ids, attention_mask=mask, **{self._cache_kw: prefix.cache},
+                                             **self._greedy(budget))
+            prefix.cache.crop(-(prefix.cache.get_seq_length() - prefix.length))
+            out[level] = self._decode(output[:, ids.shape[1]:].tolist(), budget)
+        return out
+
+    def judge_scores(self, images: list[Image.Image], criteria: dict[str, Question]) -> dict[str, list[Score]]:
+        """Next-token probabilities of each criterion's accept and reject words, one forward
+        pass per image and criterion over the prompt: the image's prefix is computed once, its
+        KV cache repeated per criterion, and every criterion's prompt continues from it in one
+        batch (prompts of different lengths padded between the prefix and the prompt, masked)."""
+        if not images:
+            return {name: [] for name in criteria}
+        images = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        names = list(criteria)
+        tokens = {name: answer_tokens(self.processor.tokenizer, c) for name, c in criteria.items()}
+        suffixes = [self._suffix_ids(criteria[name].prompt) for name in names]
+        prefix = self._encode_prefix(images)
+        n, c, width = len(images), len(names), max(map(len, suffixes))
+        ids = torch.full((n * c, width), self.pad_token_id, dtype=torch.long)
+        suffix_mask = torch.zeros((n * c, width), dtype=prefix.attention_mask.dtype)
+        for row in range(n * c):
+            suffix = suffixes[row % c]
+            ids[row, width - len(suffix):] = torch.tensor(suffix)
+            suffix_mask[row, width - len(suffix):] = 1
+        ids, suffix_mask = ids.to(self.device), suffix_mask.to(self.device)
+        prefix.cache.batch_repeat_interleave(c)
+        mask = torch.cat([prefix.attention_mask.repeat_interleave(c, dim=0), suffix_mask], dim=1)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, prefix.length:]
+        if prefix.rope_deltas is not None:  # M-RoPE: the text after the image, on all three axes
+            positions = (positions + prefix.rope_deltas.repeat_interleave(c, dim=0))[None].expand(3, -1, -1)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             **{self._cache_kw: prefix.cache}, use_cache=True, logits_to_keep=1)
+        logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
+        return {name: [score(logprobs[i * c + k, list(tokens[name][0])].tolist(),
+                             logprobs[i * c + k, list(tokens[name][1])].tolist()) for i in range(n)]
+                for k, name in enumerate(names)}
+
+    def _greedy(self, max_new_tokens: int) -> dict:
+        return {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1, "temperature": None,
+                "top_p": None, "top_k": None, "pad_token_id": self.pad_token_id,
+                "eos_token_id": sorted(self.eos_token_ids)}
 
     def _generate_ids(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[list[int]]:
         """Raw new-token ids per image (rows padded after EOS with the pad id)."""
@@ -181,17 +378,7 @@ class VisionLanguageModel:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         prompt_len = inputs["input_ids"].shape[1]
         with torch.inference_mode():
-            output = self.model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=self.pad_token_id,
-                eos_token_id=sorted(self.eos_token_ids),
-            )
+            output = self.model.generate(**inputs, **self._greedy(max_new_tokens))
         return output[:, prompt_len:].tolist()
 
 
@@ -201,6 +388,8 @@ class VllmModel:
     with prefix caching the four levels of an image share its encoding and prefix.
     vLLM is an optional extra (`pip install 'gpic[vllm]'` on a GPU node image, with the torch
     build vLLM wants); nothing else imports it."""
+
+    LOGPROBS = 20  # vLLM's default max_logprobs
 
     def __init__(self, path: str | Path, max_pixels: int | None = None, dtype: str = "bfloat16",
                  gpu_memory_utilization: float = 0.9) -> None:
@@ -243,3 +432,29 @@ class VllmModel:
 
     def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[Generation]:
         return self.generate_levels(images, {"answer": (prompt, max_new_tokens)})["answer"]
+
+    def judge_scores(self, images: list[Image.Image], criteria: dict[str, Question]) -> dict[str, list[Score]]:
+        """The transformers backend's scores from one engine call: every image x criterion
+        generates one token with the top LOGPROBS log-probabilities (vLLM returns those of
+        the model's raw distribution); an answer token outside them counts as probability 0,
+        which lowers the mass, never the verdict's side by more than the cut-off. The image
+        comes first, so prefix caching shares its encoding between criteria."""
+        from vllm import SamplingParams
+
+        tokenizer = self.processor.tokenizer
+        tokens = {name: answer_tokens(tokenizer, question) for name, question in criteria.items()}
+        requests, order = [], []
+        for name, question in criteria.items():
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.prompt}]}]
+            chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            for image in images:
+                requests.append({"prompt": chat, "multi_modal_data": {"image": image.convert("RGB")}})
+                order.append(name)
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=self.LOGPROBS)
+        out: dict[str, list[Score]] = {name: [] for name in criteria}
+        for name, result in zip(order, self.llm.generate(requests, params, use_tqdm=False)):
+            top = result.outputs[0].logprobs[0]  # {token id: Logprob} of the first generated position
+            accept, reject = tokens[name]
+            out[name].append(score([top[i].logprob if i in top else -math.inf for i in accept],
+                                   [top[i].logprob if i in top else -math.inf for i in reject]))
+        return out

@@ -92,11 +92,14 @@ def funnel_section(summary: dict) -> str:
 
 
 def judge_section(summary: dict) -> str:
-    """How many judged keys got an answer outside the closed set: a judge that mostly does
-    not answer decides nothing, and the funnel alone would not show it."""
+    """How many judged keys got scores that decide nothing (answer words with little of the
+    probability, or no preference): such a judge passes or drops at random, and the funnel
+    alone would not show it."""
     judge = summary["judge"]
-    line = (f"<h2>Judge answers</h2><p>{judge['judged']} keys judged; {judge['unparseable']} with an unparseable "
-            f"answer ({judge['unparseable_fraction']:.0%}), {judge['passed_unparseable']} of them passed.</p>")
+    line = (f"<h2>Judge scores</h2><p>{judge['judged']} keys judged; {judge['low_mass']} "
+            f"({judge['low_mass_fraction']:.0%}) with under half the next-token probability on the accept and "
+            f"reject words, {judge['undecided']} ({judge['undecided_fraction']:.0%}) undecided (p_reject near "
+            "0.5).</p>")
     if judge["warning"]:
         line += f'<p style="color:#b00;font-weight:bold">Warning: {html.escape(judge["warning"])}.</p>'
     return line

@@ -116,14 +116,15 @@ def _plain(value):
 
 def summarise(results: str | Path) -> dict:
     """Counts of final states per shard, and per (state, stage, reason) over all shards; and
-    the health of the judge's answers, since a judge answering outside its closed set passes
-    (or drops) everything without any verdict saying so."""
-    from gpic.stages.judge import answer_health, health_warning
+    the health of the judge's scores, since a judge whose scores decide nothing (its answer
+    words hold little of the probability, or it has no preference) passes or drops at random
+    without any verdict saying so."""
+    from gpic.stages.judge import health_warning, judge_health
 
     layout = Layout(Path(results))
     partition = json.loads(layout.partition.read_text())
     frames, shards = [], {}
-    judge = {"judged": 0, "unparseable": 0, "passed_unparseable": 0, "criteria": {}}
+    judge = {"judged": 0, "low_mass": 0, "undecided": 0, "criteria": {}}
     for shard in sorted(partition["per_shard"]):
         table = read_table(layout.table("provenance", shard))
         counts = table["state"].value_counts()
@@ -131,12 +132,15 @@ def summarise(results: str | Path) -> dict:
                          "rows": int(len(table)), **{s: int(counts.get(s, 0)) for s in STATES}}
         frames.append(table)
         if layout.table("judge", shard).exists():
-            health = answer_health(read_table(layout.table("judge", shard)))
-            for name in ("judged", "unparseable", "passed_unparseable"):
+            health = judge_health(read_table(layout.table("judge", shard)))
+            for name in ("judged", "low_mass", "undecided"):
                 judge[name] += health[name]
             for criterion, n in health["criteria"].items():
-                judge["criteria"][criterion] = judge["criteria"].get(criterion, 0) + n
-    judge["unparseable_fraction"] = round(judge["unparseable"] / judge["judged"], 4) if judge["judged"] else 0.0
+                total = judge["criteria"].setdefault(criterion, {"low_mass": 0, "undecided": 0})
+                for name in total:
+                    total[name] += n[name]
+    for name in ("low_mass", "undecided"):
+        judge[f"{name}_fraction"] = round(judge[name] / judge["judged"], 4) if judge["judged"] else 0.0
     judge["warning"] = health_warning(judge)
     unconserved = [shard for shard, c in shards.items()
                    if not c["in"] == c["keys"] == c["rows"] == c["packed"] + c["dropped"] + c["failed"]]
