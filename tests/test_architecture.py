@@ -133,18 +133,20 @@ def test_config_types_have_the_schema_keys():
 # Hashes of the demo config and of a minimal one (with Snakemake's validator). Records carry
 # them: a change refetches or recaptions every shard, so one must be made on purpose (the fetch
 # hashes changed when fetch.allow_networks and fetch.opt_out_directives replaced
-# allow_private_addresses and again when fetch.placeholder_sha256 came (a listed hash fails
-# stored bodies as gone), the embed hashes when embed.center_crop was removed, the whole
-# config's when the pack and collect sections came).
+# allow_private_addresses, again when fetch.placeholder_sha256 came (a listed hash fails
+# stored bodies as gone) and when ca_bundle, host_budget and concurrent_jobs came; the embed
+# hashes when embed.center_crop was removed and when image_size became SSCD's square 320; the
+# judge's when scores replaced parsed answers (reject_threshold, backend); the whole config's
+# when the pack and collect sections came).
 HASHES = {
-    "demo": {"filter": "ec77cf24eb5c", "judge": "723bf149e93f", "embed": "58fdd2458ad1", "dedup": "4cbc26fad312",
+    "demo": {"filter": "ec77cf24eb5c", "judge": "e89205afd13b", "embed": "dbb8962ce6a3", "dedup": "4cbc26fad312",
              "caption": "b2db72eec6b3", "eval": "63418077bc63", "splits": "fb8f1b2f903a", "tiers": "c3608768afbb",
-             "publish": "3605399b2f97", "cost": "8c663b246f69", "fetch_params": "4ebdee4032c6",
-             "scores": "31ee07f365d6", "whole": "2fe70615a6de"},
-    "minimal": {"filter": "ec77cf24eb5c", "judge": "663e9e05cfaf", "embed": "19f635e62fd5", "dedup": "f868a5584487",
+             "publish": "3605399b2f97", "cost": "8c663b246f69", "fetch_params": "76dacc19002c",
+             "scores": "31ee07f365d6", "whole": "eb38d9bf0675"},
+    "minimal": {"filter": "ec77cf24eb5c", "judge": "d8aa11e111a9", "embed": "2ea11b828290", "dedup": "f868a5584487",
                 "caption": "175cd12461c8", "eval": "a3643eeea4cf", "splits": "2d1d354934f8", "tiers": "c3608768afbb",
-                "publish": "4ea95a6daa41", "cost": "8c663b246f69", "fetch_params": "3d7f7744db5c",
-                "scores": "31ee07f365d6", "whole": "e6f560eeca7d"},
+                "publish": "4ea95a6daa41", "cost": "8c663b246f69", "fetch_params": "189cf34e10a0",
+                "scores": "31ee07f365d6", "whole": "1194deab41fb"},
 }
 
 

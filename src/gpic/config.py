@@ -46,6 +46,9 @@ class FetchConfig(TypedDict):
     opt_out_directives: list[str]
     file_roots: list[str]
     placeholder_sha256: list[str]
+    ca_bundle: str
+    host_budget: dict[str, float]
+    concurrent_jobs: int
 
 
 class CollectConfig(TypedDict, total=False):
@@ -85,11 +88,11 @@ class Criterion(TypedDict):
 
 class JudgeConfig(TypedDict):
     model: str
+    backend: Literal["transformers", "vllm"]
     device: str
     batch_size: int
     max_pixels: int | None
-    max_new_tokens: int
-    on_unparseable: Literal["keep", "drop"]
+    reject_threshold: float
     criteria: dict[str, Criterion]
 
 

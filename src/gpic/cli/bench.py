@@ -253,3 +253,55 @@ def bench_embed(model: str = typer.Option(None, help="A TorchScript copy detecto
                   f"{f['cosine_min']:.4f} mean {f['cosine_mean']:.4f}; pHash filter/imagehash Hamming median "
                   f"{f['phash_hamming_median']:g}, max {f['phash_hamming_max']}", soft_wrap=True)
     print(figures_line(f))
+
+
+@bench_app.command("scale")
+def bench_scale(keys: list[int] = typer.Option([100_000], "--keys", help="Keys of one synthesized run; repeat the "
+                                               "option for several sizes (two or more fit and extrapolate)."),
+                shards: int = typer.Option(8000, help="Raw shards (production: 8000; fewer fit a small machine)."),
+                steps: list[str] = typer.Option(None, "--steps", help="Steps to measure (repeat or comma-separate) "
+                                                "[partition,dedup,summary,publish,verify,report,cost,status]."),
+                work: Path = typer.Option(None, help="Keep the synthesized runs here (default: a temporary folder, "
+                                          "deleted)."),
+                tar_gb: float = typer.Option(1.0, help="GB of the file whose sha256 gives the tar checksum rate."),
+                seed: int = 0) -> None:
+    """Wall time and peak RSS of every step that reads across shards (partition, dedup, summary,
+    publish, verify, report, cost, status), each in a fresh process, on the per-shard tables a
+    run over N keys leaves behind; with two or more sizes, each step fitted to a + b*N and
+    extrapolated to 110M keys."""
+    import math
+
+    from gpic.bench import figures_line
+    from gpic.bench.scale import IMAGE_BYTES, STEPS, TARGET_KEYS
+    from gpic.bench.scale import bench_scale as run
+
+    chosen = [s.strip() for value in (steps or STEPS) for s in value.split(",") if s.strip()]
+    try:
+        f = run(keys, shards, chosen, work, seed, tar_gb, say=lambda line: console.print(line, soft_wrap=True))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    measured = [s for s in STEPS if f"{s}_hours_110m" in f]
+    sizes = [int(n) for n in str(f["keys"]).split(",")]
+    for n in sizes:
+        table = Table("step", "seconds", "peak RSS MB", title=f"{n:,} keys, {shards:,} shards")
+        for step in measured:
+            seconds, rss = f[f"{step}_s_{n}"], f[f"{step}_rss_mb_{n}"]
+            table.add_row(step, "failed" if math.isnan(seconds) else f"{seconds:,.1f}",
+                          "" if math.isnan(rss) else f"{rss:,.0f}")
+        console.print(table)
+    if len(sizes) > 1:
+        table = Table("step", "s per 1M keys", "MB per 1M keys", "hours at 110M", "peak RSS GB at 110M",
+                      title=f"least squares a + b*N (b >= 0) over {len(sizes)} sizes, extrapolated to "
+                            f"{TARGET_KEYS / 1e6:.0f}M keys at {shards:,} shards")
+        for step in measured:
+            table.add_row(step, *(f"{f[name]:,.2f}" for name in (f"{step}_s_per_mkey", f"{step}_mb_per_mkey",
+                                                                  f"{step}_hours_110m", f"{step}_rss_gb_110m")))
+        console.print(table)
+    console.print(f"tar checksums (sha256, one core, page cache): {f['tar_sha256_s_per_gb']:.2f} s per GB; the "
+                  f"{f['tar_tb_110m']:.1f} TB of tars at 110M keys ({IMAGE_BYTES / 1e3:.0f} kB images assumed) take "
+                  f"{f['tar_sha256_hours_110m']:.1f} h, in publish and again in verify (on every core there)",
+                  soft_wrap=True)
+    if f["failed"] != "none":
+        console.print(f"[red]failed or skipped: {f['failed']}[/red]")
+    print(figures_line(f))
