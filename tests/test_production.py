@@ -45,6 +45,16 @@ def test_production_collects_from_the_commons_dumps_and_the_flickr_api():
         require_user_agent(c["collect"]["user_agent"])
 
 
+def test_production_host_budget_is_split_over_the_fetching_jobs_the_profile_allows():
+    c = load_config(PRODUCTION)
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    limits = dict(item.split("=") for item in profile["resources"])
+    assert int(limits["fetch_jobs"]) == c["fetch"]["concurrent_jobs"]
+    assert c["fetch"]["host_budget"]["upload.wikimedia.org"] > 0
+    with pytest.raises(ValueError, match="no contact"):  # each team must put its own contact in
+        require_user_agent(c["fetch"]["user_agent"])
+
+
 def test_production_pins_the_real_models():
     models = load_config(PRODUCTION)["models"]
     assert {m.get("repo_id") or m["url"].rsplit("/", 1)[-1] for m in models.values()} == {

@@ -15,6 +15,9 @@ rule prepare:
     resources:
         mem_mb=4000,
         runtime=60 * PER_JOB,
+        # One of the fetching jobs the run allows at once: the SLURM profile caps them
+        # (resources: fetch_jobs=N) and fetch.concurrent_jobs divides fetch.host_budget by N.
+        fetch_jobs=1,
     params:
         config={k: config[k] for k in ("fetch", "licenses", "filter")},
     script:
