@@ -38,13 +38,15 @@ def _counts(table, column: str) -> dict[str, int]:
 
 
 def prepare(block: str, results: Path, config: Config, stamp: str | Path) -> None:
-    """CPU: fetch (licence gate, download) and filter every shard of the block."""
+    """CPU: fetch (licence gate, download) and filter every shard of the block; one fetcher
+    for the block, so kept-alive connections, host pauses and budgets span its shards."""
     started, counts, layout = time.time(), {}, Layout(results)
-    for shard in block_shards(block):
-        files = layout.shard(shard)
-        records, filtered = fetch.run(files, config), filtering.run(files, config)
-        counts[shard] = {"fetch": _counts(records, "fetch_status"), "filter": _counts(filtered, "filter_verdict")}
-        log.info("prepared shard %s: %s", shard, counts[shard])
+    with fetch.load_model(config) as fetcher:
+        for shard in block_shards(block):
+            files = layout.shard(shard)
+            records, filtered = fetch.run(files, config, model=fetcher), filtering.run(files, config)
+            counts[shard] = {"fetch": _counts(records, "fetch_status"), "filter": _counts(filtered, "filter_verdict")}
+            log.info("prepared shard %s: %s", shard, counts[shard])
     write_stamp(stamp, "prepare", block, started, counts)
 
 

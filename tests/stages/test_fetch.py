@@ -633,6 +633,23 @@ def test_connections_to_a_host_are_kept_alive_and_reused(tmp_path, base_config, 
     assert sum(FaultServer.hits.values()) == 12 and 1 <= FaultServer.connections <= 3
 
 
+def test_a_block_keeps_its_connections_from_shard_to_shard(tmp_path, base_config, server):
+    """The prepare job gives its shards one fetcher: the second shard's requests go out on the
+    first shard's connections, and the fetcher closes them when the block is done."""
+    from gpic.stages.fetch import Fetcher
+
+    base_config["fetch"].update(allow_networks=LOOPBACK, retries=0, workers=1, per_host=1)
+    config = validate_config(base_config)
+    with Fetcher(config["fetch"]) as fetcher:
+        for shard in ("a", "b", "c"):
+            paths = [f"/ok-{shard}{i}.jpg" for i in range(3)]
+            records = fetch_shard(http_manifest(server, paths), config, tmp_path / f"{shard}.tar",
+                                  tmp_path / f"{shard}.parquet", fetcher=fetcher)
+            assert (records["fetch_status"] == "ok").all()
+        assert FaultServer.connections == 1 and fetcher.connections == 1
+    assert not any(fetcher._idle.values())
+
+
 def test_a_kept_alive_connection_the_server_closed_is_replaced(tmp_path, base_config, server):
     """A server may close an idle kept-alive connection at any time: the next request to it
     goes out on a new connection, without costing the key an attempt or a retry."""

@@ -21,6 +21,7 @@ job, so all the jobs running at once keep to the budget together."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import http.client
@@ -725,13 +726,17 @@ def fetch_is_current(manifest_path: Path, raw_tar: Path, records_path: Path, con
     return bool((records["fetch_config_hash"] == config_hash(fetch_params(config))).all() and not retry.any())
 
 
-def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, records_path: str | Path) -> pd.DataFrame:
+def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, records_path: str | Path,
+                fetcher: Fetcher | None = None) -> pd.DataFrame:
     """Fetch every key of a shard manifest into one raw tar plus one record per key. A rerun
-    downloads again only the keys whose earlier attempt failed with a retryable error."""
+    downloads again only the keys whose earlier attempt failed with a retryable error. A block
+    job passes one `fetcher` for all its shards, so connections, host pauses and budgets carry
+    from shard to shard."""
     cfg, allow = config["fetch"], config["licenses"]["allow"]
     raw_tar, records_path = Path(raw_tar), Path(records_path)
     earlier = reusable(records_path, raw_tar)
-    fetcher = Fetcher(cfg)
+    own = fetcher is None  # a fetcher made here is closed here; the block's stays open for its next shard
+    fetcher = fetcher or Fetcher(cfg)
 
     def outcome(row: dict) -> tuple[dict, tuple[str, bytes] | None]:
         if row["key"] in earlier and not row["contract_error"]:
@@ -753,7 +758,8 @@ def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, rec
     records, ahead = [], 2 * cfg["workers"]
     old_tar = os.open(raw_tar, os.O_RDONLY) if earlier else -1
     try:
-        with fetcher, ThreadPoolExecutor(max_workers=cfg["workers"]) as pool, TarWriter(raw_tar) as tar:
+        with (fetcher if own else contextlib.nullcontext()), ThreadPoolExecutor(max_workers=cfg["workers"]) as pool, \
+                TarWriter(raw_tar) as tar:
             for done, (record, member) in enumerate(ordered_results(pool, outcome, rows, ahead), 1):
                 if member is not None:
                     record = {**record, "raw_offset": tar.add(*member)[0]}
@@ -776,10 +782,16 @@ def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, rec
 COLUMNS = [*blank_record(""), "fetch_config_hash", "fetch_version"]
 
 
-def run(files: ShardFiles, cfg: Config, *, model=None) -> pd.DataFrame:
-    """Fetch one shard, unless its raw tar and fetch table are already current."""
+def load_model(config: Config) -> Fetcher:
+    """The block's fetcher (the stage's per-block resource, as a model is for the GPU stages)."""
+    return Fetcher(config["fetch"])
+
+
+def run(files: ShardFiles, cfg: Config, *, model: Fetcher | None = None) -> pd.DataFrame:
+    """Fetch one shard, unless its raw tar and fetch table are already current; `model` is the
+    block's fetcher when the block job gives one."""
     manifest, records = files.table("manifests"), files.table("fetch")
     if fetch_is_current(manifest, files.raw, records, cfg):
         log.info("shard %s: fetch table and raw tar are current, not fetching again", files.shard)
         return read_table(records)
-    return fetch_shard(read_table(manifest), cfg, files.raw, records)
+    return fetch_shard(read_table(manifest), cfg, files.raw, records, fetcher=model)
