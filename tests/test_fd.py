@@ -265,3 +265,99 @@ def test_gpic_fd_on_a_folder_a_tar_and_an_npz(reference, images, tiny_models, tm
     assert run.exit_code == 1 and "model_revision" in run.output, run.output
     run = CliRunner().invoke(app, ["fd", str(tar), "--ref", str(ref)])
     assert run.exit_code == 1 and "--model" in run.output, run.output
+
+
+# ---------------------------------------------------------------------------
+# The interval, FD-infinity and a subset of test shards
+# ---------------------------------------------------------------------------
+
+
+def test_gpic_fd_reports_a_reproducible_interval_and_fd_infinity_from_features_computed_once(
+        reference, images, tiny_models, tmp_path, monkeypatch):
+    from gpic.cli import app
+    from gpic.fd import compare, infinity_sizes
+
+    ref, _ = reference
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for i, data in enumerate(images["a"][:24]):
+        (folder / f"{i:03d}.jpg").write_bytes(data)
+    forwarded = []
+    real_call = DinoV2Features.__call__
+
+    def counting(self, pixels):  # the real forward, counted
+        forwarded.append(len(pixels))
+        return real_call(self, pixels)
+
+    monkeypatch.setattr(DinoV2Features, "__call__", counting)
+    kept = tmp_path / "samples_features.npz"
+    report = compare(folder, ref, tiny_models["dinov2"], batch_size=8, resamples=50, seed=3, save_features=kept)
+    assert sum(forwarded) == 24  # each image once: the interval and FD-infinity resample stored features
+    interval, infinity = report["interval"], report["fd_infinity"]
+    assert (interval["resamples"], interval["seed"], interval["level"]) == (50, 3, 0.95)
+    assert interval["low"] < interval["high"] and interval["std"] > 0 and interval["bias"] > 0
+    assert infinity["sizes"] == infinity_sizes(24).tolist() and infinity["seed"] == 3
+    assert len(infinity["fds"]) == len(infinity["sizes"]) == 15
+    assert infinity["fds"][-1] == pytest.approx(report["fd_dinov2"], rel=1e-6)  # all 24: the protocol's FD
+    assert any("fewer than twice the 32 feature dimensions" in note for note in report["notes"])
+
+    # The saved features give the same numbers without the model; another seed, other numbers.
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for stored features")
+
+    monkeypatch.setattr("gpic.fd.DinoV2Features", no_model)
+    again = compare(kept, ref, resamples=50, seed=3)
+    assert (again["interval"], again["fd_infinity"]) == (interval, infinity)
+    assert again["fd_dinov2"] == pytest.approx(report["fd_dinov2"], rel=1e-12)
+    other = compare(kept, ref, resamples=50, seed=4)
+    assert other["interval"]["low"] != interval["low"] and other["fd_dinov2"] == again["fd_dinov2"]
+    plain = tmp_path / "plain.npz"
+    Stats.load(kept).save(plain)  # statistics alone
+    alone = compare(plain, ref)
+    assert alone["interval"] is None and alone["fd_infinity"] is None and "--save-features" in alone["notes"][0]
+
+    out = tmp_path / "fd.json"
+    run = CliRunner().invoke(app, ["fd", str(kept), "--ref", str(ref), "--resamples", "20", "--seed", "1",
+                                   "--infinity-points", "5", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    saved = json.loads(out.read_text())
+    assert (saved["interval"]["resamples"], saved["interval"]["seed"], saved["fd_infinity"]["seed"]) == (20, 1, 1)
+    assert len(saved["fd_infinity"]["sizes"]) == 5 and saved["protocol_name"] == "FD-DINOv2"
+    i = saved["interval"]
+    assert (f"FD-DINOv2 {saved['fd_dinov2']:.4f} [95% CI {i['low']:.4f}-{i['high']:.4f}" in run.output
+            and f"FD-DINOv2-infinity {saved['fd_infinity']['value']:.4f}" in run.output), run.output
+
+
+def test_reference_shards_combine_exactly_and_the_report_states_what_was_used(model, images, tiny_models, tmp_path):
+    from gpic.cli import app
+    from gpic.fd import compare, parse_shards
+
+    blobs = images["b"]
+    tars = [tmp_path / f"gpic_test_{i:05d}.tar" for i in range(3)]
+    for tar, part in zip(tars, (blobs[:10], blobs[10:25], blobs[25:]), strict=True):
+        shard(tar, part)
+    ref = tmp_path / "eval" / "fd_dinov2_test.npz"
+    full = reference_stats(tars, ref, {"model": str(tiny_models["dinov2"]), "device": "cpu", "batch_size": 8})
+    samples = image_stats(((str(i), b) for i, b in enumerate(images["a"])), model)
+    samples.save(tmp_path / "samples.npz")
+
+    everything = compare(tmp_path / "samples.npz", ref, reference_shards="0-2", resamples=0)
+    assert everything["fd_dinov2"] == fd(samples, full) and everything["reference"]["count"] == 40
+
+    some = compare(tmp_path / "samples.npz", ref, reference_shards="2,0", resamples=0)
+    direct = image_stats((item for t in (tars[2], tars[0]) for item in tar_images(t)), model)
+    assert some["fd_dinov2"] == pytest.approx(fd(samples, direct), rel=1e-6)
+    described = some["reference"]
+    assert (described["kind"], described["count"], described["shards_used"], described["shards_available"]) == (
+        "shards", 25, 2, 3)
+    assert described["files"] == ["gpic_test_00002.npz", "gpic_test_00000.npz"] and len(described["sha256"]) == 64
+    assert compare(tmp_path / "samples.npz", ref, resamples=0)["reference"]["shards_used"] == 3
+
+    run = CliRunner().invoke(app, ["fd", str(tmp_path / "samples.npz"), "--ref", str(tmp_path / "elsewhere.npz"),
+                                   "--reference-shards", "1", "--reference-shard-dir", str(tmp_path / "eval" / "test")])
+    assert run.exit_code == 0 and "15 images from 1 of 3 test shards (1)" in run.output, run.output
+    run = CliRunner().invoke(app, ["fd", str(tmp_path / "samples.npz"), "--ref", str(ref), "--reference-shards", "1,5"])
+    assert run.exit_code == 1 and "test shard(s) [5]" in run.output and "0-2" in run.output, run.output
+    assert parse_shards("0-3,8,2") == [0, 1, 2, 3, 8]
+    with pytest.raises(ValueError, match="0-7"):
+        parse_shards("first")

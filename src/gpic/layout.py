@@ -15,7 +15,8 @@ review tools and the benchmarks name files only through this module.
       packed/README.md, SHA256SUMS                publish
       provenance/{shard}.parquet                  final state of every key
       done/{job}/{block}.json                     one stamp per block job (what Snakemake tracks)
-      eval/fd_dinov2_test.npz, eval/test/         FD-DINOv2 reference statistics (+ per shard)
+      eval/fd_dinov2_test.npz, eval/test/         FD-DINOv2 reference statistics (+ per shard);
+        fid_inception_test.npz, test_inception/   FID's, from `gpic fd-reference --features inception`
       report/index.html, cost.json                run report and cost figures
       logs/{job}/..., benchmarks/{job}/...        one log and one benchmark file per job
 

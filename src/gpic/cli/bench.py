@@ -13,19 +13,32 @@ from gpic.layout import RESULTS_LAYOUT
 
 @bench_app.command("fd")
 def bench_fd(model: Path = Path("resources/models/tiny/dinov2-tiny"), images: int = 64, batch_size: int = 32,
-             repeat: int = 3, device: str = "cpu", threads: int = 1) -> None:
+             repeat: int = 3, device: str = "cpu", threads: int = 1,
+             interval_images: int = typer.Option(10000, help="Stored features the interval resamples."),
+             timed_resamples: int = typer.Option(3, help="Resamples timed per dimension (the interval's "
+                                                         "default count is projected from them).")) -> None:
     """FD-DINOv2 feature extraction images/s from the same 479x587 JPEGs: ours (PIL resize +
-    numpy normalisation) against the checkpoint's AutoImageProcessor, same model forward."""
+    numpy normalisation) against the checkpoint's AutoImageProcessor, same model forward; then
+    the bootstrap interval's cost on stored 1024-d and 2048-d features (no feature is
+    recomputed) against a matrix square root per resample and Inception feature extraction."""
     import torch
 
     from gpic.bench import figures_line
     from gpic.bench.fd import bench_fd as run
+    from gpic.bench.fd import bench_interval
 
     torch.set_num_threads(threads)
     figures = run(model, images, batch_size, repeat, device)
     console.print(f"{images} JPEGs 479x587 -> {figures['model']} features on {device}: ours "
                   f"{figures['ours_images_per_s']:.0f}/s, {figures['baseline_processor']} "
                   f"{figures['baseline_images_per_s']:.0f}/s")
+    figures.update(bench_interval(interval_images, timed_resamples, device=device))
+    console.print(f"interval of {figures['interval_resamples']} resamples on {interval_images} stored features: "
+                  f"{figures['interval_1024_s']:.0f} s at 1024-d ({figures['resample_1024_s']:.2f} s per resample, "
+                  f"sqrtm {figures['sqrtm_1024_s']:.2f} s), {figures['interval_2048_s']:.0f} s at 2048-d "
+                  f"({figures['resample_2048_s']:.2f} s, sqrtm {figures['sqrtm_2048_s']:.2f} s); Inception features "
+                  f"{figures['inception_images_per_s']:.2f} images/s, so the 2048-d interval costs "
+                  f"{figures['interval_vs_extraction_2048']:.2f} of extracting them", soft_wrap=True)
     print(figures_line(figures))
 
 
@@ -291,12 +304,14 @@ def bench_scale(keys: list[int] = typer.Option([100_000], "--keys", help="Keys o
                           "" if math.isnan(rss) else f"{rss:,.0f}")
         console.print(table)
     if len(sizes) > 1:
-        table = Table("step", "s per 1M keys", "MB per 1M keys", "hours at 110M", "peak RSS GB at 110M",
-                      title=f"least squares a + b*N (b >= 0) over {len(sizes)} sizes, extrapolated to "
-                            f"{TARGET_KEYS / 1e6:.0f}M keys at {shards:,} shards")
+        title = (f"least squares a + b*N (b >= 0) over {len(sizes)} sizes, extrapolated to "
+                 f"{TARGET_KEYS / 1e6:.0f}M keys at {shards:,} shards")
+        table = Table("step", "s per 1M keys", "MB per 1M keys", "time ~ N^x", "hours at 110M",
+                      "peak RSS GB at 110M", title=title)
         for step in measured:
             table.add_row(step, *(f"{f[name]:,.2f}" for name in (f"{step}_s_per_mkey", f"{step}_mb_per_mkey",
-                                                                  f"{step}_hours_110m", f"{step}_rss_gb_110m")))
+                                                                  f"{step}_exponent", f"{step}_hours_110m",
+                                                                  f"{step}_rss_gb_110m")))
         console.print(table)
     console.print(f"tar checksums (sha256, one core, page cache): {f['tar_sha256_s_per_gb']:.2f} s per GB; the "
                   f"{f['tar_tb_110m']:.1f} TB of tars at 110M keys ({IMAGE_BYTES / 1e3:.0f} kB images assumed) take "

@@ -154,54 +154,118 @@ def report_command(results: Path = RESULTS_LAYOUT.root, config: Path = Path("con
 
 @app.command("fd")
 def fd_command(samples: Path = typer.Argument(..., help="A folder of images, a tar shard or an .npz of statistics."),
-               ref: Path = typer.Option(RESULTS_LAYOUT.reference, help="Reference statistics (.npz)."),
+               ref: Path | None = typer.Option(None, help="Reference statistics (.npz); default "
+                                                          "results/eval/fd_dinov2_test.npz, fid_inception_test.npz "
+                                                          "with --features inception."),
                model: Path | None = typer.Option(None, help="DINOv2 folder; needed unless SAMPLES is an .npz."),
                out: Path | None = typer.Option(None, help="Write the result and its inputs' sha256 here (JSON)."),
                device: str = "cpu", batch_size: int = 32,
-               workers: int = typer.Option(1, help="Decode threads.")) -> None:
-    """FD-DINOv2 of SAMPLES against the test split's reference statistics (docs/evaluation.md).
-    Refuses statistics made with another model revision or protocol version."""
-    from gpic.fd import compare
+               workers: int = typer.Option(1, help="Decode threads."),
+               features: str = typer.Option("dinov2", help="dinov2 (FD-DINOv2) or inception (FID, pytorch-fid's "
+                                                           "protocol, for model cards that quote FID)."),
+               inception_weights: Path | None = typer.Option(None, help="With --features inception: the local FID "
+                                                                        "Inception weights file "
+                                                                        "(pt_inception-2015-12-05-6726825d.pth)."),
+               reference_shards: str | None = typer.Option(None, help="Score against these test shards' statistics "
+                                                                      "only, e.g. 0-7 or 0-3,9 (a quick look)."),
+               reference_shard_dir: Path | None = typer.Option(None, help="Per-shard statistics for "
+                                                                          "--reference-shards (default REF's folder"
+                                                                          "/test, /test_inception for FID)."),
+               resamples: int = typer.Option(200, help="Bootstrap resamples for the interval (0: none)."),
+               level: float = typer.Option(0.95, help="Interval coverage."),
+               seed: int = typer.Option(0, help="Seed of the bootstrap and the FD-infinity subsets."),
+               infinity_points: int = typer.Option(15, help="Subset sizes for FD-infinity (0: none)."),
+               save_features: Path | None = typer.Option(None, help="Also write the samples' statistics with "
+                                                                    "their per-image features (.npz): as SAMPLES "
+                                                                    "later, they give the interval without the "
+                                                                    "model.")) -> None:
+    """FD-DINOv2 (or FID with --features inception) of SAMPLES against the test split's
+    reference statistics, with a bootstrap interval and FD at infinite sample size
+    (docs/evaluation.md). Refuses statistics made with another protocol, model revision or
+    protocol version."""
+    from gpic.fd import PROTOCOLS, compare
     from gpic.store import write_json
 
     try:
-        report = compare(samples, ref, model, device, batch_size, workers)
+        if features not in PROTOCOLS:
+            raise ValueError(f"--features must be one of {sorted(PROTOCOLS)}, not {features!r}")
+        protocol = PROTOCOLS[features]
+        if features == "inception" and model is not None:
+            raise ValueError("--features inception reads the network from --inception-weights, not --model")
+        if features != "inception" and inception_weights is not None:
+            raise ValueError("--inception-weights goes with --features inception")
+        network = inception_weights if features == "inception" else model
+        ref = ref or RESULTS_LAYOUT.reference.parent / protocol.reference_file
+        report = compare(samples, ref, network, device, batch_size, workers, features=features,
+                         reference_shards=reference_shards, shard_dir=reference_shard_dir, resamples=resamples,
+                         seed=seed, infinity_points=infinity_points, level=level, save_features=save_features)
     except (ValueError, FileNotFoundError) as exc:  # StatsMismatch is a ValueError
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     s, r = report["samples"], report["reference"]
-    console.print(f"{s['kind']} {s['path']}: {s['count']} images; reference {r['path']}: {r['count']} images; "
-                  f"{s['model_id']} @ {s['model_revision']}, protocol v{report['protocol_version']}", soft_wrap=True)
+    used = (f" from {r['shards_used']} of {r['shards_available']} test shards ({r['shards']})" if r["kind"] == "shards"
+            else f" from {r['shards_used']} test shard(s)" if r["shards_used"] else "")
+    console.print(f"{s['kind']} {s['path']}: {s['count']} images; reference {r['path']}: {r['count']} images{used}; "
+                  f"{s['model_id']} @ {s['model_revision']}, {report['protocol_name']} protocol "
+                  f"v{report['protocol_version']}", soft_wrap=True)
+    if report.get("official_weights") is False:
+        console.print("[yellow]these are not pytorch-fid's Inception weights (sha256 6726825d...): the FID does not "
+                      "compare with published ones[/yellow]", soft_wrap=True)
+    for note in report["notes"]:
+        console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     if out:
         write_json(report, out)
-    print(f"FD-DINOv2 {report['fd_dinov2']:.4f}")
+    name, line = report["protocol_name"], f"{report['protocol_name']} {report[protocol.key]:.4f}"
+    if report["interval"]:
+        i = report["interval"]
+        line += f" [{i['level']:.0%} CI {i['low']:.4f}-{i['high']:.4f}, sd {i['std']:.4f}, {i['resamples']} resamples]"
+    if report["fd_infinity"]:
+        f = report["fd_infinity"]
+        line += f"; {name}-infinity {f['value']:.4f} ({len(f['sizes'])} sizes {f['sizes'][0]}-{f['sizes'][-1]})"
+    print(line)
 
 
 @app.command("fd-reference")
 def fd_reference(shards: list[str] = typer.Argument(..., help="Local test tars, folders or globs, ours or GPIC's "
                                                                 "(gpic_test_*.tar)."),
-                 model: Path = typer.Option(..., help="DINOv2 folder."),
-                 out: Path = typer.Option(RESULTS_LAYOUT.reference, help="Reference statistics to write (.npz)."),
-                 shard_dir: Path | None = typer.Option(None, help="Per-shard statistics (default OUT's folder/test)."),
+                 model: Path | None = typer.Option(None, help="DINOv2 folder."),
+                 out: Path | None = typer.Option(None, help="Reference statistics to write (.npz); default "
+                                                            "results/eval/fd_dinov2_test.npz, "
+                                                            "fid_inception_test.npz for FID."),
+                 shard_dir: Path | None = typer.Option(None, help="Per-shard statistics (default OUT's folder/test, "
+                                                                  "/test_inception for FID)."),
                  device: str = "cpu", batch_size: int = 64,
-                 workers: int = typer.Option(1, help="Decode threads.")) -> None:
-    """FD-DINOv2 reference statistics of test tars: what the eval_reference job computes from
-    our packed test split, from any webdataset tars (GPIC's published test shards included:
-    images are read by name, whatever the member order). Per-shard statistics are reused."""
+                 workers: int = typer.Option(1, help="Decode threads."),
+                 features: str = typer.Option("dinov2", help="dinov2 (FD-DINOv2) or inception (FID)."),
+                 inception_weights: Path | None = typer.Option(None, help="With --features inception: the local FID "
+                                                                          "Inception weights file.")) -> None:
+    """FD-DINOv2 (or, with --features inception, FID) reference statistics of test tars: what
+    the eval_reference job computes from our packed test split, from any webdataset tars
+    (GPIC's published test shards included: images are read by name, whatever the member
+    order). Per-shard statistics are reused."""
     from fsspec.core import url_to_fs
     from fsspec.implementations.local import LocalFileSystem
 
-    from gpic.fd import reference_stats
+    from gpic.fd import PROTOCOLS, reference_stats
     from gpic.loader import resolve_shards
 
     try:
+        if features not in PROTOCOLS:
+            raise ValueError(f"--features must be one of {sorted(PROTOCOLS)}, not {features!r}")
+        network = inception_weights if features == "inception" else model
+        if network is None:
+            raise ValueError("--inception-weights is needed with --features inception" if features == "inception"
+                             else "--model (the DINOv2 folder) is needed")
+        if features == "inception" and model is not None:
+            raise ValueError("--features inception reads the network from --inception-weights, not --model")
+        out = out or RESULTS_LAYOUT.reference.parent / PROTOCOLS[features].reference_file
         tars = resolve_shards(list(shards))
         remote = [t for t in tars if not isinstance(url_to_fs(t)[0], LocalFileSystem)]
         if remote:
             raise ValueError(f"reference statistics read local tars (sha256 and random access): download "
                              f"{remote[0]} first")
-        stats = reference_stats(tars, out, {"model": str(model), "device": device, "batch_size": batch_size},
-                                workers, shard_dir)
+        stats = reference_stats(tars, out, {"model": str(network), "device": device, "batch_size": batch_size},
+                                workers, shard_dir, features)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None

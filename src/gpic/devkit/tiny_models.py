@@ -34,6 +34,7 @@ __all__ = [
     "QWEN3_VL_4B",
     "QWEN_SPECIAL_TOKENS",
     "QWEN3_VL_CHAT_TEMPLATE",
+    "build_random_fid_inception",
     "build_tiny_copy_detector",
     "build_tiny_dinov2",
     "build_tiny_models",
@@ -570,3 +571,35 @@ def build_tiny_models(out_dir: Path, seed: int = 0) -> dict[str, Path]:
         "copy_detector": build_tiny_copy_detector(out_dir / "sscd-tiny.pt", seed=seed),
         "dinov2": build_tiny_dinov2(out_dir / "dinov2-tiny", seed=seed),
     }
+
+
+# ---------------------------------------------------------------------------
+# FID Inception (random weights, the real architecture)
+# ---------------------------------------------------------------------------
+
+
+def build_random_fid_inception(out_path: Path, seed: int = 0) -> Path:
+    """Write a state dict of the full FID Inception network (gpic.inference.inception: the
+    architecture of pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, 23.9M parameters,
+    ~96 MB) with random weights, to load through the same path as the published file.
+
+    Not tiny: FID's protocol fixes the architecture and its 2048-d pool3 features, so the
+    stand-in keeps both; only the weights are random. Convolutions get He-normal weights (BN
+    at its defaults is the identity in eval mode), so activations keep their scale through the
+    94 convolutions instead of vanishing as under PyTorch's default initialisation. The file
+    is rewritten without its random serialization id, so a seed gives the same bytes.
+    """
+    from gpic.inference.inception import fid_inception_v3
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = fid_inception_v3()
+        for module in net.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    _write_without_debug_info(buffer.getvalue(), out_path)
+    return out_path

@@ -1,6 +1,7 @@
 """Model wrappers: each loads a local checkpoint with its library's own loader (no stubs) and
 records the checkpoint's identity. `vlm` (Qwen3-VL: judge and captioner), `copy_detector`
-(SSCD descriptors), `dinov2` (FD-DINOv2 features)."""
+(SSCD descriptors), `dinov2` (FD-DINOv2 features), `inception` (pytorch-fid's Inception, for
+the classic FID protocol)."""
 
 from __future__ import annotations
 
