@@ -109,3 +109,30 @@ def test_report_renders_in_a_headless_browser(demo, tmp_path):
     content = np.nonzero(pixels.std(axis=1) > 5)[0]
     assert pixels.shape == (6000, 1200) and len(content) > 2000  # plots and thumbnails, not a blank page
     assert content.max() > 4000  # laid out down to the cost table
+
+
+def test_the_report_reads_every_index_for_its_counts_but_plots_a_bounded_sample(tmp_path):
+    """At 110M samples the report must not hold every caption: counts are exact over every
+    index, the plotted table is every k-th row, at most `rows` of them."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gpic.review.report import corpus_section, packed_view
+    from gpic.stages.pack import INDEX_SCHEMA
+
+    for split, n, licence in (("train", 700, "CC-BY-4.0"), ("val", 200, "CC0-1.0"), ("test", 100, "CC0-1.0")):
+        rows = {name: [0] * n if INDEX_SCHEMA.field(name).type == pa.int64() else [""] * n
+                for name in INDEX_SCHEMA.names}
+        rows.update(key=[f"{split}{i:04d}" for i in range(n)], split=[split] * n, tar=[f"gpic_{split}_00000.tar"] * n,
+                    width=[400] * n, height=[300] * n, license_id=[licence] * n, source=["flickr"] * n,
+                    label=["a cat"] * n)
+        (tmp_path / split).mkdir()
+        pq.write_table(pa.table(rows, schema=INDEX_SCHEMA), tmp_path / split / f"gpic_{split}_00000.parquet")
+    sample, totals = packed_view(tmp_path, rows=100)
+    assert (totals["packed"], totals["step"], len(sample)) == (1000, 10, 100)
+    assert totals["split"] == {"train": 700, "val": 200, "test": 100}
+    assert totals["license_id"] == {"CC-BY-4.0": 700, "CC0-1.0": 300}
+    page = corpus_section(sample, pd.DataFrame({"cluster": [], "cluster_size": []}), totals)
+    assert "1000 packed samples (700 train, 200 val, 100 test); mean resolution 400x300." in page
+    assert "every 10th sample (100)" in page

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from gpic.config import Config  # noqa: E402
 from gpic.contracts import LEVELS, SPLITS  # noqa: E402
@@ -22,7 +25,6 @@ from gpic.layout import Layout  # noqa: E402
 from gpic.review import printable  # noqa: E402
 from gpic.review.audit import dropped, raw_bytes  # noqa: E402
 from gpic.review.cost import estimate  # noqa: E402
-from gpic.stages.pack import read_indexes  # noqa: E402
 from gpic.stages.provenance import summarise  # noqa: E402
 from gpic.store import atomic_path, read_table  # noqa: E402
 
@@ -105,17 +107,49 @@ def judge_section(summary: dict) -> str:
     return line
 
 
-def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame) -> str:
-    """Plots of what was packed; a run that packed nothing, or left a split empty, says so."""
-    counts = index["split"].value_counts().reindex(SPLITS, fill_value=0)
+REPORT_COLUMNS = ["key", "split", "tar", "width", "height", "license_id", "source", "image_offset", "image_size",
+                  *LEVELS]
+PLOTTED = 200_000  # index rows the plots and the sample grid read at most; the counts read every row
+
+
+def packed_view(packed_root: Path, rows: int = PLOTTED) -> tuple[pd.DataFrame, dict]:
+    """(every k-th row of every index, exact totals): one index file and the report's columns at a
+    time, so a 110M-sample corpus costs the report a 200k-row table, not all of its captions."""
+    paths = sorted(Path(packed_root).glob("*/*.parquet"))
+    total = sum(pq.read_metadata(path).num_rows for path in paths)
+    step = max(1, math.ceil(total / rows))
+    totals = {"packed": total, "step": step, "width": 0, "height": 0, "split": Counter(), "license_id": Counter(),
+              "source": Counter()}
+    parts = []
+    for path in paths:
+        index = read_table(path, columns=REPORT_COLUMNS)
+        for name in ("split", "license_id", "source"):
+            totals[name].update(index[name])
+        totals["width"] += int(index["width"].sum())
+        totals["height"] += int(index["height"].sum())
+        parts.append(index.iloc[::step])
+    sample = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REPORT_COLUMNS)
+    return sample, totals
+
+
+def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame, totals: dict | None = None) -> str:
+    """Plots of what was packed (from `index`, every `step`-th sample when `totals` says so; the
+    counts are exact); a run that packed nothing, or left a split empty, says so."""
+    totals = totals or {"packed": len(index), "step": 1, "width": index["width"].sum(),
+                        "height": index["height"].sum(), **{name: Counter(index[name])
+                                                            for name in ("split", "license_id", "source")}}
+    packed = totals["packed"]
+    counts = pd.Series({s: totals["split"].get(s, 0) for s in SPLITS})
     splits = ", ".join(f"{n} {s}" for s, n in counts.items())
     empty = [s for s, n in counts.items() if n == 0]
     several = len(empty) > 1
     note = (f" The {', '.join(empty)} split{'s are' if several else ' is'} empty: no key of "
             f"{'these splits' if several else 'this split'} was packed (too few keys for splits.*_fraction, or "
             f"all dropped); {'their' if several else 'its'} shards hold no sample and the dataset card leaves "
-            f"{'them' if several else 'it'} out." if empty and len(index) else "")
-    if not len(index):
+            f"{'them' if several else 'it'} out." if empty and packed else "")
+    if totals["step"] > 1:
+        note += f" The plots of resolution and caption length show every {totals['step']}th sample ({len(index)})."
+    if not packed:
         return ("<h2>The corpus</h2><p><b>No sample was packed</b>: every key was dropped or failed (the funnel "
                 "above says where; <code>gpic dropped</code> lists them).</p>")
     fig1, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -126,8 +160,9 @@ def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame) -> str:
     b.hist(index["width"] / index["height"], bins=30, color="#57a")
     b.set_title("Aspect ratio (width / height)")
     fig2, (c, d) = plt.subplots(1, 2, figsize=(10, 3.2))
-    index["license_id"].value_counts().plot.barh(ax=c, color="#3a7", title="Licences (packed)")
-    index["source"].value_counts().plot.barh(ax=d, color="#a73", title="Sources (packed)")
+    pd.Series(totals["license_id"]).sort_values(ascending=False).plot.barh(ax=c, color="#3a7",
+                                                                            title="Licences (packed)")
+    pd.Series(totals["source"]).sort_values(ascending=False).plot.barh(ax=d, color="#a73", title="Sources (packed)")
     fig3, (e, f) = plt.subplots(1, 2, figsize=(10, 3.2))
     words = pd.DataFrame({level: index[level].fillna("").str.split().str.len() for level in LEVELS})
     e.boxplot([words[level] for level in LEVELS], tick_labels=list(LEVELS))
@@ -137,8 +172,8 @@ def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame) -> str:
         f.hist(clusters, bins=range(2, int(clusters.max()) + 2), color="#a5a", align="left")
     f.set_title(f"Duplicate clusters by size ({len(clusters)} clusters)")
     f.set_xlabel("images in cluster")
-    return (f"<h2>The corpus</h2><p>{len(index)} packed samples ({splits}); mean resolution "
-            f"{index['width'].mean():.0f}x{index['height'].mean():.0f}.{note}</p><div class='plots'>"
+    return (f"<h2>The corpus</h2><p>{packed} packed samples ({splits}); mean resolution "
+            f"{totals['width'] / packed:.0f}x{totals['height'] / packed:.0f}.{note}</p><div class='plots'>"
             + "".join(f'<img src="{png(fig)}" alt="">' for fig in (fig1, fig2, fig3)) + "</div>")
 
 
@@ -204,12 +239,12 @@ def write_report(results: str | Path, config: Config, out: str | Path, samples: 
     results = Path(results)
     summary = summarise(results)
     layout = Layout(results)
-    index = read_indexes(layout.packed_root)
-    decisions = read_table(layout.decisions)
+    index, totals = packed_view(layout.packed_root)
+    decisions = read_table(layout.decisions, columns=["cluster", "cluster_size"])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>GPIC run report</title><style>{STYLE}</style>"
             f"</head><body><h1>GPIC run report</h1><p class='muted'>{html.escape(str(results.resolve()))}, "
             f"{config['shards']} shards</p>" + funnel_section(summary) + judge_section(summary)
-            + corpus_section(index, decisions)
+            + corpus_section(index, decisions, totals)
             + kept_section(results, index, samples) + dropped_section(results, 3)
             + cost_section(estimate(results, config)) + "</body></html>")
     out = Path(out)

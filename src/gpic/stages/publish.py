@@ -5,9 +5,13 @@ per tier), and a checksum manifest of every packed file."""
 from __future__ import annotations
 
 import copy
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, get_origin
 
+import pandas as pd
 from huggingface_hub import DatasetCardData
 from pydantic import BaseModel
 
@@ -18,8 +22,7 @@ from gpic.contracts import HF_SPLIT_NAMES as SPLIT_NAMES
 from gpic.identity import file_sha256
 from gpic.layout import Layout
 from gpic.stages import STAGES
-from gpic.stages.pack import read_indexes
-from gpic.store import atomic_path
+from gpic.store import atomic_path, read_table
 
 STAGE = STAGES["publish"]
 
@@ -108,24 +111,44 @@ def dataset_info(configs: list[dict], image_fields: list[str],
             for c in configs]
 
 
-def write_card(packed: str | Path, config: Config, card_path: str | Path, sums_path: str | Path) -> None:
+CARD_COLUMNS = ["split", "tar", "license_id", "source", "image_member"]  # all the card counts
+
+
+def index_counts(packed: Path) -> dict[str, Counter]:
+    """What the card counts (samples per tar, licence, source, split, image type), one index
+    file and five columns at a time: memory stays one shard's, not the corpus's (110M rows)."""
+    counts = {name: Counter() for name in ("tar", "license_id", "source", "split", "ext")}
+    for path in sorted(packed.glob("*/*.parquet")):
+        index = read_table(path, columns=CARD_COLUMNS)
+        counts["tar"].update(f"{split}/{tar}" for split, tar in zip(index["split"], index["tar"], strict=True))
+        for name in ("license_id", "source", "split"):
+            counts[name].update(index[name])
+        counts["ext"].update(member.rsplit(".", 1)[-1] for member in index["image_member"])
+    return counts
+
+
+def most_first(counter: Counter) -> pd.Series:
+    """Counts, largest first, ties by name: the card reads the same however the shards were read."""
+    return pd.Series(dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))), dtype=int)
+
+
+def write_card(packed: str | Path, config: Config, card_path: str | Path, sums_path: str | Path,
+               workers: int | None = None) -> None:
     packed = Path(packed)
     tars = sorted(packed.glob("*/*.tar"))
-    index = read_indexes(packed)
-    per_tar = index.groupby(["split", "tar"]).size()
-    samples = {f"{split}/{tar}": int(n) for (split, tar), n in per_tar.items()}
+    counted = index_counts(packed)
+    samples = dict(counted["tar"])
     n_train = config["shards"]
     counts = tier_shard_counts(config["tiers"], n_train)
     configs = tier_configs(config["tiers"], n_train, samples)
-    image_fields = sorted({m.rsplit(".", 1)[-1] for m in index.get("image_member", [])}) or ["jpg"]
-    licences = index.groupby(["license_id"]).size().sort_values(ascending=False)
-    header = card_data(config, configs, image_fields, len(index), list(licences.index))
-    split_counts = index["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
-    sources = index["source"].value_counts()
+    image_fields = sorted(counted["ext"]) or ["jpg"]
+    licences = most_first(counted["license_id"])
+    header = card_data(config, configs, image_fields, sum(counted["split"].values()), list(licences.index))
+    split_counts = pd.Series(counted["split"], dtype=int).reindex(["train", "val", "test"], fill_value=0)
+    sources = most_first(counted["source"])
 
     def train_samples(count):
-        return int(index[(index['split'] == 'train')
-                         & index['tar'].isin([f'gpic_train_{i:05d}.tar' for i in range(count)])].shape[0])
+        return sum(samples.get(f"train/gpic_train_{i:05d}.tar", 0) for i in range(count))
 
     tier_rows = "\n".join(
         f"| {name} | {count} | {train_samples(count)} |"
@@ -176,8 +199,11 @@ follow the licence of each image. Checksums of every file are in `SHA256SUMS`.
     with atomic_path(card_path) as tmp:
         tmp.write_text(f"---\n{header.to_yaml()}\n---\n\n{body}")
     files = sorted([*tars, *(t.with_suffix(".parquet") for t in tars)])
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:  # hashlib releases the GIL
+        digests = list(pool.map(file_sha256, files))
     with atomic_path(sums_path) as tmp:
-        tmp.write_text("".join(f"{file_sha256(f)}  {f.relative_to(packed)}\n" for f in files))
+        tmp.write_text("".join(f"{digest}  {f.relative_to(packed)}\n"
+                               for f, digest in zip(files, digests, strict=True)))
 
 
 def published_files(packed: str | Path) -> list[Path]:
