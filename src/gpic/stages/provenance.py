@@ -6,6 +6,7 @@ per key of the shard, so counts conserve: in = packed + dropped + failed."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -123,14 +124,15 @@ def summarise(results: str | Path) -> dict:
 
     layout = Layout(Path(results))
     partition = json.loads(layout.partition.read_text())
-    frames, shards = [], {}
+    reasons, shards = Counter(), {}  # one shard and four columns at a time: 110M rows are never held together
     judge = {"judged": 0, "low_mass": 0, "undecided": 0, "criteria": {}}
     for shard in sorted(partition["per_shard"]):
-        table = read_table(layout.table("provenance", shard))
+        table = read_table(layout.table("provenance", shard), columns=["key", "state", "stage", "reason"])
         counts = table["state"].value_counts()
         shards[shard] = {"in": partition["per_shard"][shard], "keys": int(table["key"].nunique()),
                          "rows": int(len(table)), **{s: int(counts.get(s, 0)) for s in STATES}}
-        frames.append(table)
+        generic = table["reason"].fillna("").str.split(":").str[0]  # reasons read "<kind>: <detail>"
+        reasons.update(zip(table["state"], table["stage"].fillna(""), generic, strict=True))
         if layout.table("judge", shard).exists():
             health = judge_health(read_table(layout.table("judge", shard)))
             for name in ("judged", "low_mass", "undecided"):
@@ -144,8 +146,7 @@ def summarise(results: str | Path) -> dict:
     judge["warning"] = health_warning(judge)
     unconserved = [shard for shard, c in shards.items()
                    if not c["in"] == c["keys"] == c["rows"] == c["packed"] + c["dropped"] + c["failed"]]
-    everything = pd.concat(frames, ignore_index=True)
-    generic = everything["reason"].str.split(":").str[0]  # reasons read "<kind>: <detail>"
-    grouped = everything.assign(reason=generic).groupby(["state", "stage", "reason"]).size().reset_index(name="keys")
+    grouped = [{"state": state, "stage": stage, "reason": reason, "keys": n}
+               for (state, stage, reason), n in sorted(reasons.items())]
     return {"shards": shards, "conserved": not unconserved, "unconserved": unconserved,
-            "reasons": grouped.to_dict("records"), "judge": judge}
+            "reasons": grouped, "judge": judge}
