@@ -80,26 +80,27 @@ def collection(results: Path, config: Config) -> dict:
     parallel, so the slowest sets the wall time. Per-connection figures divide by the summed
     `fetch_s` of the host's keys (retries and waits included), not by elapsed time."""
     fetch, target = config["fetch"], config["cost"]["target"]
-    frames, keys = [], 0
+    sums, keys = [], 0  # per shard, per host: one shard's rows at a time, never the corpus's
     for path in sorted(glob.glob(str(results / RELATIVE.table("fetch", "*")))):
         keys += pq.read_metadata(path).num_rows
         if set(FETCH_COLUMNS) <= set(pq.read_schema(path).names):  # tables written before these columns: skipped
-            frames.append(pq.read_table(path, columns=FETCH_COLUMNS).to_pandas())
-    table = pd.concat(frames) if frames else pd.DataFrame(columns=FETCH_COLUMNS)
-    table = table[(table["host"] != "") & (table["attempts"] > 0)]
+            table = pq.read_table(path, columns=FETCH_COLUMNS).to_pandas()
+            table = table[(table["host"] != "") & (table["attempts"] > 0)]
+            sums.append(table.assign(keys=1, ok=table["fetch_status"] == "ok")
+                        .groupby("host")[["keys", "ok", "attempts", "wire_bytes", "fetch_s"]].sum())
+    per_host = pd.concat(sums).groupby(level=0).sum() if sums else pd.DataFrame()
     connections = fetch["concurrent_jobs"] * fetch["per_host"]
     hosts = []
-    for host, rows in table.groupby("host", sort=True):
-        seconds, requests = float(rows["fetch_s"].sum()), int(rows["attempts"].sum())
-        ok = int((rows["fetch_status"] == "ok").sum())
+    for host, rows in per_host.sort_index().iterrows():
+        seconds, requests, ok = float(rows["fetch_s"]), int(rows["attempts"]), int(rows["ok"])
         budget = fetch["host_budget"].get(host)
         carried = connections * requests / seconds if seconds else None
         rate = min(r for r in (budget, carried) if r is not None) if (budget or carried) else None
         target_requests = target["raw"] * requests / keys
-        hosts.append({"host": host, "keys": len(rows), "ok": ok, "requests": requests,
-                      "wire_bytes": int(rows["wire_bytes"].sum()), "fetch_s": seconds,
+        hosts.append({"host": host, "keys": int(rows["keys"]), "ok": ok, "requests": requests,
+                      "wire_bytes": int(rows["wire_bytes"]), "fetch_s": seconds,
                       "images_per_s": ok / seconds if seconds else None,
-                      "bytes_per_s": float(rows["wire_bytes"].sum()) / seconds if seconds else None,
+                      "bytes_per_s": float(rows["wire_bytes"]) / seconds if seconds else None,
                       "target_requests": target_requests, "budget_requests_per_s": budget,
                       "connections_requests_per_s": carried, "requests_per_s": rate,
                       "bound": "budget" if rate is not None and rate == budget else "connections",
