@@ -26,10 +26,12 @@ def dropped(results: str | Path, reason: str = "", shard: str | None = None) -> 
     paths = sorted(Layout(Path(results)).tables("provenance").glob(f"{shard or '*'}.parquet"))
     if not paths:
         raise FileNotFoundError(f"no provenance tables for shard {shard or '*'} in {results}")
-    frames = [read_table(p, columns=["key", "state", "stage", "reason"]).assign(shard=p.stem) for p in paths]
-    table = pd.concat(frames, ignore_index=True)
-    hits = table[(table["state"] == "dropped") & table["reason"].str.contains(reason, case=False, regex=False)]
-    return hits[["key", "shard", "stage", "reason"]].sort_values(["shard", "key"]).reset_index(drop=True)
+    frames = []
+    for path in paths:  # filtered shard by shard: only the dropped rows (~8% of keys) are ever held together
+        table = read_table(path, columns=["key", "state", "stage", "reason"])
+        hits = table[(table["state"] == "dropped") & table["reason"].str.contains(reason, case=False, regex=False)]
+        frames.append(hits.assign(shard=path.stem)[["key", "shard", "stage", "reason"]])
+    return pd.concat(frames, ignore_index=True).sort_values(["shard", "key"]).reset_index(drop=True)
 
 
 def raw_bytes(results: Path, shard: str, keys: list[str]) -> dict[str, bytes]:

@@ -200,10 +200,16 @@ def kept_section(results: Path, index: pd.DataFrame, n: int) -> str:
 def dropped_section(results: Path, n_per_reason: int) -> str:
     """Dropped keys whose bytes were fetched (filter, judge, dedup), a few per kind of reason,
     read back from the raw shards: the removed set is kept, so it can be looked at."""
-    table = dropped(results)
-    table = table[table["stage"].isin(["filter", "judge", "dedup"])].assign(
-        kind=lambda t: t["reason"].str.split(":").str[0])
-    picks = table.sort_values(["stage", "kind", "key"]).groupby(["stage", "kind"], sort=False).head(n_per_reason)
+    def first(table: pd.DataFrame) -> pd.DataFrame:
+        return table.sort_values(["stage", "kind", "key"]).groupby(["stage", "kind"], sort=False).head(n_per_reason)
+
+    candidates = []  # a shard at a time: the first keys per kind of each shard, then the first of those
+    for path in sorted(Layout(results).tables("provenance").glob("*.parquet")):
+        table = dropped(results, shard=path.stem)
+        table = table[table["stage"].isin(["filter", "judge", "dedup"])]
+        candidates.append(first(table.assign(kind=table["reason"].str.split(":").str[0])))
+    picks = first(pd.concat(candidates, ignore_index=True)) if candidates else pd.DataFrame(
+        columns=["key", "shard", "stage", "reason", "kind"])
     data: dict[str, bytes] = {}
     for shard, group in picks.groupby("shard"):
         data.update(raw_bytes(results, shard, group["key"].tolist()))
