@@ -53,3 +53,16 @@ def test_gpic_collect_names_a_failed_part_and_a_bad_collector(tmp_path):
     assert code == 2 and "collect.flickr is missing" in shown
     code, shown = gpic("collect", "nope", "--config", config)
     assert code == 2 and "unknown collector 'nope'" in shown
+
+
+def test_gpic_collect_leaves_logging_as_it_found_it(tmp_path):
+    """Its progress lines go to the terminal while it runs; afterwards an in-process caller's
+    logging (the next command, a notebook) is as before."""
+    import logging
+
+    files = [entity(10, "File:P 0.jpg", stmt("P6216", "Q50423863"), stmt("P275", "Q20007257"), author("Ann"))]
+    logger = logging.getLogger("gpic")
+    handlers, level = list(logger.handlers), logger.level
+    code, shown = gpic("collect", "commons-dump", "--config", workspace(tmp_path, files), "--out", tmp_path / "out")
+    assert code == 0 and "INFO gpic.collect: commons-dump part 1/2" in shown
+    assert (logger.handlers, logger.level) == (handlers, level)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -25,7 +24,7 @@ def collect_command(collector: str = typer.Argument(..., help="commons, commons-
     from gpic import collect
     from gpic.collect.common import CollectError
     from gpic.config import load_config
-    from gpic.logs import to_stream
+    from gpic.logs import progress
 
     cfg = load_config(config)
     out = out or RESULTS_LAYOUT.collection(collector)
@@ -39,9 +38,10 @@ def collect_command(collector: str = typer.Argument(..., help="commons, commons-
             done = (out / f"{name}.parquet").exists()
             console.print(f"{name}\t{'finished' if done else 'pending'}")
         return
-    to_stream(sys.stderr)
     try:
-        summary = collect.collect(collector, cfg["collect"], out, allow=cfg["licenses"]["allow"], only=part or None)
+        with progress():
+            summary = collect.collect(collector, cfg["collect"], out, allow=cfg["licenses"]["allow"],
+                                      only=part or None)
     except (CollectError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
