@@ -31,17 +31,34 @@ def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
                "--configfile", str(work / "config.yaml"), *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=work)
 
+TINY_MODEL_OF = {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}  # stage -> tiny model
+
+
 def demo_workspace(work: Path, tiny_models: dict) -> Path:
     """A folder with the demo corpus and the demo config pointing at the tiny models."""
     from gpic.devkit.demo import build_demo
 
     build_demo(work / "resources" / "demo")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    models = {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}
-    for stage, model in models.items():
+    for stage, model in TINY_MODEL_OF.items():
         if stage in config:
             config[stage]["model"] = str(tiny_models[model])
     (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def small_run(work: Path, tiny_models: dict, file_root: Path, **settings) -> Path:
+    """The demo config over two raw shards, no val/test keys, the tiny models, file:// URLs
+    below `file_root`, and `settings` on top; Snakemake run to the end in `work`."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config.update(shards=2, shards_per_job=2,
+                  splits={"val_fraction": 0.0, "test_fraction": 0.0, "val_shards": 1, "test_shards": 1}, **settings)
+    config["fetch"]["file_roots"] = [str(file_root)]
+    for stage, model in TINY_MODEL_OF.items():
+        config[stage]["model"] = str(tiny_models[model])
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(work, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-4000:]
     return work
 
 def contents(results: Path) -> dict[str, bytes | str]:

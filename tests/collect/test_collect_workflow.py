@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from gpic.collect.commons_dump import file_urls
 from gpic.identity import make_key
 
 from commons_dumps import author, entity, image, stmt, write_images, write_mediainfo
-from helpers import BIN, REPO, jpeg_bytes, snakemake
+from helpers import BIN, jpeg_bytes, small_run, snakemake
 
 COPYRIGHTED, CC_BY_4, CC_BY_NC_4 = "Q50423863", "Q20007257", "Q34179348"
 
@@ -45,20 +44,11 @@ def collected_run(tmp_path_factory, photos, tiny_models) -> Path:
             images.append(image(name, 300, 300, timestamp=f"202001010000{n:02d}"))
     write_mediainfo(work / "commons-mediainfo.json", entities)
     write_images(work / "commonswiki-image.sql.gz", sorted(images))
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config.update(sources=[], shards=2, shards_per_job=2,
-                  splits={"val_fraction": 0.0, "test_fraction": 0.0, "val_shards": 1, "test_shards": 1})
-    config["collect"] = {"collectors": ["commons-dump"], "user_agent": "gpic-test/0 (test@example.org)",
-                         "commons_dump": {"mediainfo": str(work / "commons-mediainfo.json"),
-                                          "images": str(work / "commonswiki-image.sql.gz"), "chunks": 2,
-                                          "thumb_width": 0, "upload_url": upload.as_uri()}}
-    config["fetch"]["file_roots"] = [str(upload)]
-    for stage, model in {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}.items():
-        config[stage]["model"] = str(tiny_models[model])
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    run = snakemake(work, "--cores", "2")
-    assert run.returncode == 0, run.stderr[-4000:]
-    return work
+    collect = {"collectors": ["commons-dump"], "user_agent": "gpic-test/0 (test@example.org)",
+               "commons_dump": {"mediainfo": str(work / "commons-mediainfo.json"),
+                                "images": str(work / "commonswiki-image.sql.gz"), "chunks": 2,
+                                "thumb_width": 0, "upload_url": upload.as_uri()}}
+    return small_run(work, tiny_models, upload, sources=[], collect=collect)
 
 
 def key(n: int) -> str:

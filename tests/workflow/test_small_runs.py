@@ -16,7 +16,7 @@ from PIL import Image
 
 from gpic.stages.pack import INDEX_SCHEMA
 
-from helpers import BIN, REPO, jpeg_bytes, snakemake
+from helpers import BIN, jpeg_bytes, small_run
 
 ROWS = 20
 
@@ -35,16 +35,7 @@ def small_workspace(work: Path, photos: dict[str, Image.Image], tiny_models: dic
         rows.append({"source": "wikimedia", "source_id": f"File:Small_{n}.jpg", "url": path.as_uri(),
                      "license": licence, "license_url": "", "attribution": "Jane Doe", "title": f"Crop {n}"})
     pd.DataFrame(rows).to_csv(work / "manifest.csv", index=False)
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config.update(sources=[str(work / "manifest.csv")], shards=2, shards_per_job=2,
-                  splits={"val_fraction": 0.0, "test_fraction": 0.0, "val_shards": 1, "test_shards": 1})
-    config["fetch"]["file_roots"] = [str(images)]
-    for stage, model in {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}.items():
-        config[stage]["model"] = str(tiny_models[model])
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    run = snakemake(work, "--cores", "2")
-    assert run.returncode == 0, run.stderr[-4000:]
-    return work
+    return small_run(work, tiny_models, images, sources=[str(work / "manifest.csv")])
 
 
 def gpic(*args: str) -> subprocess.CompletedProcess:
