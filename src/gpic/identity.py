@@ -9,6 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 KEY_HEX = 20  # 80 bits: collision odds at 110M keys are about 1e-8
 
 
@@ -22,6 +24,14 @@ def _unit(label: str, key: str) -> float:
     """A uniform number in [0, 1) drawn from the key, independent per label."""
     digest = hashlib.sha256(f"{label}\x1f{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def units(label: str, keys: list[str]) -> np.ndarray:
+    """_unit(label, key) of many keys: one hash per key, the arithmetic on the whole array
+    (uint64 to float64, then an exact division by 2**64: the rounding of Python's int / 2**64)."""
+    prefix = label + "\x1f"
+    digests = b"".join([hashlib.sha256((prefix + key).encode()).digest()[:8] for key in keys])
+    return np.frombuffer(digests, ">u8").astype(np.float64) / 2**64
 
 
 def shard_of(key: str, n_shards: int) -> int:

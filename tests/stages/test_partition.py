@@ -4,13 +4,15 @@ shards sorted, and the same bytes as reading each manifest as one table."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from gpic.identity import shard_of, split_of
 from gpic.stages import partition as stage
-from gpic.stages.partition import COLUMNS, FIELDS, REQUIRED, contract_error, partition, row_key
+from gpic.stages.partition import COLUMNS, FIELDS, MAX_CHARS, REQUIRED, contract_error, partition, row_key
 from gpic.store import read_table, write_json, write_table
 
 GOOD = dict(license="CC0", license_url="https://creativecommons.org/publicdomain/zero/1.0/", attribution="Jane Doe",
@@ -61,7 +63,7 @@ def small(monkeypatch):
     """Batches of 7 rows and buckets small enough to be spread again: every seam is crossed."""
     monkeypatch.setattr(stage, "BUCKETS", 3)
     monkeypatch.setattr(stage, "BUCKET_BYTES", 2000)
-    monkeypatch.setattr(stage.keyed_batches, "__defaults__", (7,))
+    monkeypatch.setitem(stage.partition.__kwdefaults__, "rows", 7)
 
 
 def whole_table(sources: list[str], config, out_dir) -> dict:
@@ -165,3 +167,73 @@ def test_a_bad_manifest_leaves_no_shards_behind(tmp_path, base_config, manifests
     assert not list((tmp_path / "out").iterdir())
     with pytest.raises(ValueError, match="unknown manifest format '.xlsx'"):  # refused before reading any
         partition([*manifests, str(tmp_path / "m.xlsx")], base_config, tmp_path / "out2")
+
+
+TRICKY = [  # row changes the batch-wide checks must judge exactly as contract_error does
+    *[dict(changes) for changes, _ in BAD], {}, dict(source="x" * 100), dict(source="Flickr"), dict(source=" flickr"),
+    *[{name: c * n} for name, limit in MAX_CHARS.items() for c in ("a", "é", "😀") for n in (limit, limit + 1)],
+    *[dict(url=u) for u in ("https://example.org/a\n", "https://example.org/\x00", "https://example.org/\xa0x",
+                            "HTTP://example.org/a.jpg", "Https://example.org/a.jpg", "FILE:///tmp/a.jpg",
+                            "file:///tmp/a.jpg", "file://host/a.jpg", "http://example.org:8080/a.jpg",
+                            "http://example.org:99999/a", "http://example.org:x/a", "https://[::1]/a",
+                            "https://[::1/a", "https://user:pw@example.org/a", "https://exämple.org/a",
+                            "https://example.org/ä.jpg", "https://example.org", "https://example.org/",
+                            "https://", "example.org/a.jpg", "//example.org/a", "mailto:a@example.org", "ftp://a/b",
+                            "https://example.org?q=1", "https://example.org/a b", "https://ex ample.org/")],
+    *[{name: v} for name in ("width", "height") for v in ("", "0", "007", "-3", "3.0", "1e3", "٣", "²", "5 ", "x")],
+    dict(source="", width="x"), dict(url="", title="T" * 17000),  # the first failing rule is the one given
+    dict(source_id=""), dict(source_id="", url="ftp://a/b"),  # keyed by content
+]
+
+
+@pytest.mark.parametrize("missing", [[], ["title"]])
+@pytest.mark.parametrize("allowed", [["flickr", "wikimedia"], ["flickr", "wikimedia", ""]])
+def test_batch_checks_give_the_per_row_verdict(base_config, missing, allowed):
+    base_config.update(allowed_sources=allowed, shards=7)
+    rows = [row(f"T{i}", **changes) for i, changes in enumerate(TRICKY)]
+    rows += [{**r, "collect_reason": "collect: no author"} for r in rows[::3]]
+    extras = [{"collect_reason": r.get("collect_reason", ""), 'odd "name"': f"{i} ünï 😀",  # one escape a column
+               "quote": ["", 'a "q"'][i % 2], "slash": ["b\\s", "plain"][i % 2],
+               "control": ["tab\tnl\n\x01\x1f", "x"][i % 2]} for i, r in enumerate(rows)]
+    texts = {c: [r[c] for r in rows] for c in FIELDS if c not in missing}
+    texts.update({c: [e[c] for e in extras] for c in extras[0]})
+    got = stage.assign(len(rows), texts, missing, "m.csv", 3, base_config).to_pydict()
+    cores = [{c: r[c] if c not in missing else "" for c in FIELDS} for r in rows]
+    assert got["contract_error"] == [e["collect_reason"] or contract_error(core, missing, allowed)
+                                     for core, e in zip(cores, extras, strict=True)]
+    assert got["key"] == [row_key(core) for core in cores]
+    assert got["shard"] == [shard_of(key, 7) for key in got["key"]]
+    assert got["split"] == [split_of(key, 0.002, 0.01) for key in got["key"]]
+    assert got["extra"] == [json.dumps(e, sort_keys=True, ensure_ascii=False) for e in extras]
+    assert got["manifest_row"] == list(range(3, 3 + len(rows)))
+    columns = {c: pa.array([core[c] for core in cores]) for c in FIELDS}
+    passes = stage._passes(columns, allowed).tolist()  # the fast path is taken, and only where it may be
+    assert passes[len(BAD)] and 20 < sum(passes) < len(rows) // 2
+    assert all(contract_error(core, [], allowed) == "" for core, ok in zip(cores, passes, strict=True) if ok)
+
+
+def test_keying_in_two_processes_writes_the_same_bytes(tmp_path, base_config, manifests, monkeypatch):
+    submitted = []
+
+    class Counted(ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            submitted.append(args[1])
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "ProcessPoolExecutor", Counted)
+    base_config.update(shards=5)
+    one = partition(manifests, base_config, tmp_path / "one", rows=7)
+    assert not submitted
+    assert partition(manifests, base_config, tmp_path / "two", workers=2, rows=7) == one
+    # 70, 42 (and the blank last line: an empty batch) and 32 rows in batches of 7, all keyed in the pool
+    assert len(submitted) == 10 + 7 + 5
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir()) and len(names) == 6
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    submitted.clear()
+    batches = stage.keyed_batches(manifests, base_config, 7, workers=2)
+    path, first = next(batches)
+    assert path == manifests[0] and first.column("manifest_row").to_pylist() == list(range(7))
+    assert len(submitted) == 4  # look-ahead: twice the workers, not the whole manifest
+    batches.close()

@@ -13,10 +13,14 @@ rule partition:
         path(R.benchmark("partition", "partition"))
     conda:
         "../../environment.yml"
+    # Keying processes: reading and spreading rows in the main one (~10 us a row) is the pace,
+    # each keying process does ~10 us a row, so four keep up with room to spare.
+    threads: 4
     resources:
         # Streams: 0.4-0.45 GB peak at 1M rows and 8,000 shards, 0.73 GB with 500k-row buckets
         # (110M rows give ~430k); the ceiling is two 256 MiB buckets plus a batch, whatever N is.
-        mem_mb=2000,
+        # While keying, ~0.25 GB per keying process and up to two batches each in flight.
+        mem_mb=3000,
         runtime=60,
     params:
         shards=config["shards"],

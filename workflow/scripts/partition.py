@@ -11,5 +11,5 @@ from gpic.stages import partition  # noqa: E402
 params = snakemake.params
 collected = [str(p) for summary in snakemake.input.collections for p in part_files(summary)]
 config = {"sources": list(snakemake.input.sources) + collected, "shards": params.shards, "splits": params.splits,
-          "allowed_sources": params.allowed_sources}
+          "allowed_sources": params.allowed_sources, "workers": snakemake.threads}
 partition.run(Layout(), config)

@@ -6,28 +6,35 @@ still reaches a final state in provenance instead of vanishing or failing its sh
 Manifests reach 10^8 rows, so nothing here holds a whole manifest: rows are read and keyed
 in batches, spread by shard range over a bounded number of temporary Arrow files (pass 1),
 and each file is then split into its shards' final tables (pass 2). Memory is one batch
-plus twice one temporary file of at most BUCKET_BYTES (or one shard, if larger), whatever N is."""
+plus twice one temporary file of at most BUCKET_BYTES (or one shard, if larger), whatever N is;
+keying in W processes adds a batch per process and up to 2W batches in flight."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import multiprocessing
+import os
 import re
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from json.encoder import encode_basestring
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from gpic.config import Config
-from gpic.identity import make_key, shard_name, shard_of, split_of
+from gpic.identity import make_key, shard_name, units
 from gpic.layout import Layout
 from gpic.stages import STAGES
 from gpic.store import write_json, write_table
@@ -57,6 +64,7 @@ _URL_BAD = re.compile(r"[\x00-\x1f\s]")
 # A URL of this shape passes every URL check below (scheme allowed; a plain host: no port,
 # brackets, user info or non-ASCII to normalise), so urlsplit, most of a row's checking time, is skipped.
 _URL_PLAIN = re.compile(r"(?:https?|file)://[A-Za-z0-9.-]+(?:/[!-~]*)?")
+_JSON_ESCAPED = np.isin(np.arange(256), [*range(0x20), ord('"'), ord("\\")])  # bytes json.dumps escapes
 
 
 def _kind(path: Path) -> str:
@@ -85,22 +93,24 @@ def _json_columns(path: Path) -> list[str]:
     return list(seen)
 
 
-def _raw_frames(path: Path, kind: str, rows: int) -> Iterator[tuple[pd.DataFrame, list | None]]:
+def _raw_frames(path: Path, kind: str, rows: int) -> Iterator[tuple[pd.DataFrame | pa.Table, list | None]]:
     """Batches as pandas parses them, with the file's columns when a batch may lack some.
 
     pandas' own chunked readers keep the text of every value as the whole-file read gave it
-    (CSV quoting and blank lines, JSON numbers, parquet types and index columns)."""
+    (CSV quoting and blank lines, JSON numbers, parquet types and index columns). Parquet
+    batches stay Arrow tables, converted by whichever process keys them (_batch_texts): far
+    cheaper to hand to a worker than pandas' frames."""
     if kind == ".csv":
         with pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=rows) as reader:
             for frame in reader:
                 yield frame, None
     elif kind == ".parquet" and path.is_dir():  # a dataset folder, as pandas read it
         for batch in ds.dataset(path, format="parquet", partitioning="hive").to_batches(batch_size=rows):
-            yield pa.Table.from_batches([batch]).to_pandas(), None
+            yield pa.Table.from_batches([batch]), None
     elif kind == ".parquet":  # buffered column reads: a row group of any size is not loaded whole
         with pq.ParquetFile(path, buffer_size=1 << 20) as file:
             for batch in file.iter_batches(batch_size=rows, use_pandas_metadata=True):
-                yield pa.Table.from_batches([batch]).to_pandas(), None
+                yield pa.Table.from_batches([batch]), None
     else:
         columns = _json_columns(path)
         # convert_axes=False: a batch's labels stay the file's keys (a batch of numeric-looking
@@ -123,22 +133,42 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def read_batches(path: str | Path, rows: int = BATCH_ROWS) -> Iterator[tuple[int, dict[str, list[str]]]]:
-    """(row count, column -> text values) per batch of at most `rows` rows of one manifest."""
-    path = Path(path)
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    """A file that does not parse at all is the operator's to fix."""
+    return ValueError(f"{path}: cannot read manifest: {type(exc).__name__}: {exc}")
+
+
+def _raw_batches(path: Path, rows: int) -> Iterator[tuple[pd.DataFrame | pa.Table, list | None]]:
+    """_raw_frames, with any error a reading error."""
     frames = _raw_frames(path, _kind(path), rows)
     while True:
         try:
-            frame, columns = next(frames)
+            raw, columns = next(frames)
         except StopIteration:
             return
-        except Exception as exc:  # a file that does not parse at all is the operator's to fix
-            raise ValueError(f"{path}: cannot read manifest: {type(exc).__name__}: {exc}") from None
-        n = len(frame)
-        texts = {c: _texts(frame[c]) for c in frame.columns}
-        for column in columns or ():
-            texts.setdefault(column, [""] * n)
-        yield n, texts
+        except Exception as exc:
+            raise _unreadable(path, exc) from None
+        yield raw, columns
+
+
+def _batch_texts(path: Path, raw: pd.DataFrame | pa.Table, columns: list | None) -> tuple[int, dict[str, list[str]]]:
+    """(row count, column -> text values) of one raw batch."""
+    try:
+        frame = raw.to_pandas() if isinstance(raw, pa.Table) else raw
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+    n = len(frame)
+    texts = {c: _texts(frame[c]) for c in frame.columns}
+    for column in columns or ():
+        texts.setdefault(column, [""] * n)
+    return n, texts
+
+
+def read_batches(path: str | Path, rows: int = BATCH_ROWS) -> Iterator[tuple[int, dict[str, list[str]]]]:
+    """(row count, column -> text values) per batch of at most `rows` rows of one manifest."""
+    path = Path(path)
+    for raw, columns in _raw_batches(path, rows):
+        yield _batch_texts(path, raw, columns)
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
@@ -188,39 +218,107 @@ def row_key(row: dict) -> str:
     return make_key(row["source"], "row-sha256:" + hashlib.sha256(content.encode()).hexdigest())
 
 
+def _quoted(values: list[str]) -> pa.Array:
+    """json.dumps of each value (ensure_ascii=False): a column with no byte json escapes (C0
+    controls, quote, backslash; looked up on its whole text at once) is only quoted."""
+    column = pa.array(values, pa.string())
+    text = column.buffers()[2]
+    if text is not None and _JSON_ESCAPED[np.frombuffer(text, np.uint8)].any():
+        return pa.array([encode_basestring(v) for v in values], pa.string())
+    return pc.binary_join_element_wise('"', column, '"', "")
+
+
+def _extra(texts: dict[str, list[str]], names: list[str], n: int) -> pa.Array:
+    """json.dumps(row's extra columns, sort_keys=True, ensure_ascii=False) of every row, built a
+    column at a time instead of a dict and a dumps per row."""
+    if not names:
+        return pa.array(["{}"] * n, pa.string())
+    parts: list = []
+    for i, name in enumerate(sorted(names)):
+        parts += [("{" if i == 0 else ", ") + encode_basestring(name) + ": ", _quoted(texts[name])]
+    return pc.binary_join_element_wise(*parts, "}", "")
+
+
+def _passes(columns: dict[str, pa.Array], allowed: list[str]) -> np.ndarray:
+    """Rows that certainly pass contract_error (no missing column assumed), its checks run on the
+    whole batch: a non-empty allowed source and source_id, no field too long, a URL of
+    _URL_PLAIN's shape, ASCII-digit (or empty) width and height. Every other row is checked by
+    contract_error itself, so each verdict and message stays its own."""
+    ok = pc.and_(pc.is_in(columns["source"], value_set=pa.array(allowed, pa.string())),
+                 pc.greater(pc.utf8_length(columns["source"]), 0))
+    ok = pc.and_(ok, pc.greater(pc.utf8_length(columns["source_id"]), 0))
+    for name, limit in MAX_CHARS.items():
+        ok = pc.and_(ok, pc.less_equal(pc.utf8_length(columns[name]), limit))
+    ok = pc.and_(ok, pc.match_substring_regex(columns["url"], f"^(?:{_URL_PLAIN.pattern})$"))
+    for name in ("width", "height"):
+        ok = pc.and_(ok, pc.match_substring_regex(columns[name], "^[0-9]*$"))
+    return ok.to_numpy(zero_copy_only=False)
+
+
 def assign(n: int, texts: dict[str, list[str]], missing: list[str], manifest_file: str, first_row: int,
            config: Config) -> pa.RecordBatch:
-    """Key, shard, split and contract verdict for one batch of a manifest's rows."""
+    """Key, shard, split and contract verdict for one batch of a manifest's rows: a hash per key
+    and label in Python, everything else on whole columns (30 us a row in a Python loop)."""
     empty = [""] * n
     fields = [texts.get(c, empty) for c in FIELDS]
-    extra_names = [c for c in texts if c not in FIELDS]
-    extras = [texts[c] for c in extra_names]
-    refused = texts.get(COLLECT_REASON, empty)
-    splits, allowed, shards = config["splits"], config["allowed_sources"], config["shards"]
-    val, test = splits["val_fraction"], splits["test_fraction"]
-    keys, shard, split, extra, errors = [], [], [], [], []
-    for values, extra_values, reason in zip(zip(*fields, strict=True),
-                                            zip(*extras, strict=True) if extras else [()] * n, refused, strict=True):
-        core = dict(zip(FIELDS, values, strict=True))
-        key = row_key(core)
-        keys.append(key)
-        shard.append(shard_of(key, shards))
-        split.append(split_of(key, val, test))
-        extra.append(json.dumps(dict(zip(extra_names, extra_values, strict=True)), sort_keys=True,
-                                ensure_ascii=False) if extras else "{}")
-        errors.append(reason or contract_error(core, missing, allowed))
-    arrays = [keys, shard, split, *fields, extra, [manifest_file] * n, range(first_row, first_row + n), errors]
-    return pa.RecordBatch.from_arrays([pa.array(a, f.type) for a, f in zip(arrays, ROW_SCHEMA, strict=True)],
-                                      schema=ROW_SCHEMA)
+    columns = {c: pa.array(values, pa.string()) for c, values in zip(FIELDS, fields, strict=True)}
+
+    def row(i: int) -> dict:
+        return {c: values[i] for c, values in zip(FIELDS, fields, strict=True)}
+
+    sources, ids = texts.get("source", empty), texts.get("source_id", empty)
+    keys = [make_key(s, i) if i else row_key(row(r)) for r, (s, i) in enumerate(zip(sources, ids, strict=True))]
+    shard = (units("shard", keys) * config["shards"]).astype(np.int64)  # int() of a non-negative float
+    unit, val, test = units("split", keys), config["splits"]["val_fraction"], config["splits"]["test_fraction"]
+    split = np.select([unit < test, unit < test + val], ["test", "val"], "train")
+    errors = list(texts.get(COLLECT_REASON, empty))
+    passes = _passes(columns, config["allowed_sources"]) if not missing else np.zeros(n, bool)
+    for i in np.flatnonzero(~passes).tolist():
+        errors[i] = errors[i] or contract_error(row(i), missing, config["allowed_sources"])
+    extra = _extra(texts, [c for c in texts if c not in FIELDS], n)
+    arrays = [pa.array(keys, pa.string()), pa.array(shard), pa.array(split, pa.string()), *columns.values(), extra,
+              pa.array([manifest_file] * n, pa.string()), pa.array(np.arange(first_row, first_row + n)),
+              pa.array(errors, pa.string())]
+    return pa.RecordBatch.from_arrays(arrays, schema=ROW_SCHEMA)
 
 
-def keyed_batches(path: str | Path, config: Config, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Every row of one manifest, keyed, in file order, a batch at a time."""
-    first = 0
-    for n, texts in read_batches(path, rows):
-        missing = [c for c in REQUIRED if c not in texts]
-        yield assign(n, texts, missing, str(path), first, config)
-        first += n
+def _key(path: str, first: int, raw: pd.DataFrame | pa.Table, columns: list | None, config: Config) -> pa.RecordBatch:
+    """One raw batch read, checked and keyed: the unit of work a keying process is given."""
+    n, texts = _batch_texts(Path(path), raw, columns)
+    return assign(n, texts, [c for c in REQUIRED if c not in texts], path, first, config)
+
+
+def keyed_batches(sources: list[str], config: Config, rows: int = BATCH_ROWS,
+                  workers: int = 1) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(manifest, batch of its rows keyed) for every batch of every manifest, in config and file
+    order: the first row of a repeated key wins only if rows arrive as they were listed.
+
+    Reading stays here; with several workers the keying runs in as many forked processes
+    (fork: no re-import, and the Snakemake script that called us is not run again), at most
+    twice as many batches in flight as workers so that memory stays bounded."""
+    def tasks() -> Iterator[tuple]:
+        for path in sources:
+            first = 0
+            for raw, columns in _raw_batches(Path(path), rows):
+                yield str(path), first, raw, columns
+                first += len(raw)
+
+    if workers <= 1:
+        for task in tasks():
+            yield task[0], _key(*task, config)
+        return
+    pool, pending = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")), deque()
+    try:
+        for task in tasks():
+            pending.append((task[0], pool.submit(_key, *task, config)))
+            if len(pending) >= 2 * workers:
+                path, done = pending.popleft()
+                yield path, done.result()
+        while pending:
+            path, done = pending.popleft()
+            yield path, done.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _groups(rows: pa.Table | pa.RecordBatch, ids: np.ndarray, count: int) -> Iterator[tuple[int, pa.Table]]:
@@ -289,8 +387,10 @@ class Buckets:
             del table
 
 
-def partition(sources: list[str], config: Config, out_dir: str | Path) -> dict:
-    """Write `{out_dir}/{shard}.parquet` for every configured shard and a summary.
+def partition(sources: list[str], config: Config, out_dir: str | Path, *, workers: int = 1,
+              rows: int = BATCH_ROWS) -> dict:
+    """Write `{out_dir}/{shard}.parquet` for every configured shard and a summary, keying
+    batches of `rows` rows in `workers` processes.
 
     Rows repeating an earlier (source, source_id) are the same key: the first one, in
     config order of the manifests, wins and the repeats are counted in the summary."""
@@ -307,13 +407,12 @@ def partition(sources: list[str], config: Config, out_dir: str | Path) -> dict:
     try:
         buckets = Buckets(folder, 0, config["shards"])
         try:
-            for path in sources:
-                rows = 0
-                for batch in keyed_batches(path, config):
-                    buckets.add(batch)
-                    rows += batch.num_rows
-                summary["rows"] += rows
-                as_objects = as_objects or rows == 0
+            read = dict.fromkeys(map(str, sources), 0)
+            for path, batch in keyed_batches(sources, config, rows, workers):
+                buckets.add(batch)
+                read[path] += batch.num_rows
+            summary["rows"] = sum(read.values())
+            as_objects = as_objects or 0 in read.values()
         finally:
             buckets.close()
 
@@ -336,5 +435,8 @@ def partition(sources: list[str], config: Config, out_dir: str | Path) -> dict:
 
 
 def run(files: Layout, cfg: Config, *, model=None) -> dict:
-    """Every source manifest into one manifest per raw shard, and the summary beside them."""
-    return partition(cfg["sources"], cfg, files.manifests)
+    """Every source manifest into one manifest per raw shard, and the summary beside them. The
+    workflow's script adds the job's threads to `cfg` as `workers`, used up to the CPUs this
+    process may run on (a SLURM job is held to its allocation, whatever threads the rule names)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return partition(cfg["sources"], cfg, files.manifests, workers=min(cfg.get("workers", 1), cpus))
