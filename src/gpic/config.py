@@ -106,10 +106,12 @@ class EmbedConfig(TypedDict):
 class DedupConfig(TypedDict):
     phash_max_distance: int
     cosine_min: float
-    index: Literal["auto", "flat", "ivf"]
+    index: Literal["auto", "flat", "ivf", "ivfpq"]
     flat_max: int
     nlist: int
     nprobe: int
+    neighbours: int
+    scratch: str
 
 
 class Level(TypedDict):

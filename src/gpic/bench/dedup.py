@@ -1,6 +1,7 @@
 """What dedup is measured by: `gpic bench dedup-quality` plants copies of real photos and
 counts what each layer catches and what it wrongly links; `gpic bench dedup` times the
-descriptor search, exact (flat) against IVF, on synthetic descriptors with planted copies."""
+descriptor search, exact (flat) against the compressed and fp16 IVF indexes, on synthetic
+descriptors with planted copies."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pandas as pd
 from PIL import Image, ImageEnhance, ImageOps
 
 from gpic.images import VLM_MAX_SIDE, load_rgb
-from gpic.stages.dedup import auto_nlist, cluster, descriptor_pairs, exact_pairs, phash_pairs
+from gpic.stages.dedup import auto_nlist, cluster, descriptor_pairs, exact_pairs, phash_codes, phash_pairs
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera",
                   "retina", "moon", "coins", "clock", "brick", "grass", "gravel", "cell", "page", "text")
@@ -121,7 +122,8 @@ def dedup_quality(photos: dict[str, Image.Image], config: dict) -> tuple[pd.Data
               .reset_index())
     # links between images of different photos, per layer, over every image
     photo_of = table["photo"].to_numpy()
-    layers = {"exact": exact_pairs(table["sha256"]), "phash": phash_pairs(table["phash"], cfg["phash_max_distance"]),
+    layers = {"exact": exact_pairs(table["sha256"]),
+              "phash": phash_pairs(phash_codes(table["phash"]), cfg["phash_max_distance"]),
               "descriptor": descriptor_pairs(lambda: [descriptors], len(table), {**cfg, "index": "flat"})}
     n_photos = len(photos)
     summary = {"photos": n_photos, "copies": len(copies), "caught": int(copies["removed"].sum()),
@@ -175,7 +177,7 @@ def _phash_search(n: int, pairs: int, max_distance: int, seed: int) -> tuple[flo
     codes[ends[:, 1]] = codes[ends[:, 0]] ^ np.bitwise_or.reduce(np.where(used, bits, np.uint64(0)), axis=1)
     hexes = pd.Series([f"{c:016x}" for c in codes.tolist()])
     started = time.perf_counter()
-    i, j, _ = phash_pairs(hexes, max_distance)
+    i, j, _ = phash_pairs(phash_codes(hexes), max_distance)
     seconds = time.perf_counter() - started
     return seconds, _recall(np.stack([i, j], axis=1), ends)[0]
 
@@ -219,32 +221,39 @@ def _recall(found: np.ndarray, planted: np.ndarray) -> tuple[float, int]:
 
 
 def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = 100_000, cosine_min: float = 0.9,
-                nlist: int = 0, nprobe: int = 16, copies: float = 0.01, seed: int = 0) -> dict[str, float | int]:
-    """Descriptor search wall time, peak RSS, recall of planted copies and false pairs (found
-    pairs that are not planted copies, such as the hard negatives just below the threshold):
-    IVF (ours, at corpus scale) over all n, against exact IndexFlatIP (the baseline) over the
-    first `flat_n` descriptors, its time extrapolated by (n/flat_n)^2 and its memory linearly
-    when flat_n < n (flat at 1M costs hours on two cores). Also the perceptual-hash layer's
-    time and recall over n codes (its multi-index hash is exact)."""
+                nlist: int = 0, nprobe: int = 16, copies: float = 0.01, seed: int = 0,
+                indexes: tuple[str, ...] = ("ivfpq", "ivf"), neighbours: int = 8) -> dict[str, float | int]:
+    """Descriptor search wall time, peak RSS, recall of planted copies, recall of the pairs
+    exact search finds in a sample, and false pairs (found pairs that are not planted copies,
+    such as the hard negatives just below the threshold), for each of `indexes` over all n
+    (the first is ours: `ratio` is the baseline's time over its), against exact IndexFlatIP
+    (the baseline) over the first `flat_n` descriptors, its time extrapolated by (n/flat_n)^2
+    and its memory linearly when flat_n < n (flat at 1M costs hours on two cores). Also the
+    perceptual-hash layer's time and recall over n codes (its multi-index hash is exact)."""
     flat_n = min(flat_n, n)
-    cfg = {"cosine_min": cosine_min, "nlist": nlist or auto_nlist(n), "nprobe": nprobe, "flat_max": 0}
+    cfg = {"cosine_min": cosine_min, "nprobe": nprobe, "flat_max": 0, "neighbours": neighbours, "scratch": ""}
+    figures: dict[str, float | int] = {"n": n, "dim": dim, "nprobe": nprobe}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "descriptors.f16"
         planted, negatives = _planted(path, n, dim, max(1, int(n * copies / 2)), cosine_min, seed)
-        ivf = _in_child(str(path), n, dim, {**cfg, "index": "ivf"})
-        flat = _in_child(str(path), flat_n, dim, {**cfg, "index": "flat"})
+        flat = _in_child(str(path), flat_n, dim, {**cfg, "nlist": 0, "index": "flat"})
+        for kind in indexes:
+            lists = nlist or auto_nlist(n, kind)
+            run = _in_child(str(path), n, dim, {**cfg, "nlist": lists, "index": kind})
+            recall, false = _recall(run["pairs"], planted)
+            in_sample = run["pairs"][run["pairs"][:, 1] < flat_n]  # against what exact search finds there
+            sample_recall = _recall(in_sample, flat["pairs"])[0] if len(flat["pairs"]) else 1.0
+            figures |= {f"{kind}_nlist": lists, f"{kind}_s": run["s"], f"{kind}_rss_mb": round(run["rss_mb"]),
+                        f"{kind}_recall": recall, f"{kind}_sample_recall": sample_recall, f"{kind}_false_pairs": false}
+            figures.setdefault("base_rss_mb", round(run["base_mb"]))
     phash_s, phash_recall = _phash_search(n, len(planted), 4, seed)
-    ivf_recall, ivf_false = _recall(ivf["pairs"], planted)
     flat_recall, flat_false = _recall(flat["pairs"], planted[planted[:, 1] < flat_n])
     scale = n / flat_n
     flat_s = flat["s"] * scale**2
-    return {"n": n, "dim": dim, "planted_pairs": len(planted), "hard_negatives": len(negatives),
-            "flat_hard_negatives": int((negatives[:, 1] < flat_n).sum()), "nlist": cfg["nlist"], "nprobe": nprobe,
-            "base_rss_mb": round(ivf["base_mb"]), "ivf_s": ivf["s"], "ivf_rss_mb": round(ivf["rss_mb"]),
-            "ivf_recall": ivf_recall, "ivf_false_pairs": ivf_false,
+    ours = indexes[0]
+    return {**figures, "planted_pairs": len(planted), "hard_negatives": len(negatives),
+            "flat_hard_negatives": int((negatives[:, 1] < flat_n).sum()), "nlist": figures[f"{ours}_nlist"],
             "flat_n": flat_n, "flat_measured_s": flat["s"], "flat_rss_measured_mb": round(flat["rss_mb"]),
             "flat_s": flat_s, "flat_rss_mb": round(flat["base_mb"] + (flat["rss_mb"] - flat["base_mb"]) * scale),
             "flat_recall": flat_recall, "flat_false_pairs": flat_false, "extrapolated": int(scale > 1),
-            "phash_s": phash_s, "phash_recall": phash_recall,
-            "ratio": flat_s / ivf["s"]}
-
+            "phash_s": phash_s, "phash_recall": phash_recall, "ratio": flat_s / figures[f"{ours}_s"]}

@@ -5,20 +5,27 @@ image that is kept (or, outside test, to any test image: no train/test leakage).
 
 Memory stays bounded at corpus scale: the small columns of every key are held, but
 descriptors are streamed from the per-shard embed tables one shard at a time, into a faiss
-index and then again as queries against it."""
+index and then again as queries against it. Above `flat_max` the index holds 4-bit product
+codes (32 bytes a descriptor instead of 1 KB) and every candidate pair it proposes is scored
+again exactly from the fp16 descriptors, kept meanwhile in a scratch file on local disk."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import math
+import mmap
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -26,7 +33,7 @@ from gpic.config import Config, DedupConfig
 from gpic.identity import shard_name
 from gpic.layout import Layout, block_names, block_shards
 from gpic.stages import STAGES
-from gpic.store import read_table, stamp, write_json, write_table
+from gpic.store import atomic_path, read_table, stamp, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +43,15 @@ SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 META = ["key", "split", "width", "height", "sha256", "phash"]
 DECISIONS = ["key", "shard", "split", "cluster", "cluster_size", "kept", "duplicate_of", "dedup_layer", "similarity"]
 COLUMNS = DECISIONS
+SCHEMA = pa.schema([(c, pa.bool_() if c == "kept" else pa.int64() if c == "cluster_size" else
+                     pa.float64() if c == "similarity" else pa.string())
+                    for c in [*DECISIONS, "dedup_config_hash", "dedup_version"]])
 CONSUMED = ["key", "kept", "duplicate_of", "dedup_layer", "similarity"]  # what caption and provenance read
 TRAIN_PER_LIST = 20  # IVF k-means training vectors per list
 QUERY_CHUNK = 1 << 20
+RESCORE_QUERIES = 1 << 15  # compressed path: queries searched, and their candidates re-scored, at a time
+PQ_MIN = 1000  # fewer descriptors than this are searched exactly whatever the index
+GATHER_ROWS = 1 << 15  # candidates scored at a time (the rows' pages count as memory while mapped)
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, similarity) with i < j
 Chunks = Callable[[], Iterable[np.ndarray]]  # a fresh pass over the descriptors, shard by shard
@@ -76,21 +89,25 @@ def _range_pairs(search: Callable, chunks: Iterable[np.ndarray], n: int) -> Edge
     return _unique_pairs(*(np.concatenate(parts) for parts in zip(*found)), n)
 
 
-def exact_pairs(sha256: pd.Series) -> Edges:
+def exact_pairs(sha256: np.ndarray | pd.Series) -> Edges:
     """Identical bytes: every member linked to the first key with the same digest."""
-    codes = pd.factorize(sha256)[0]
-    first = np.unique(codes, return_index=True)[1][codes]
+    _, first, codes = np.unique(np.asarray(sha256), return_index=True, return_inverse=True)
+    first = first[codes.ravel()]
     copy = first != np.arange(len(codes))
     return first[copy].astype(np.int64), np.flatnonzero(copy), np.ones(int(copy.sum()), np.float32)
 
 
-def phash_pairs(phashes: pd.Series, max_distance: int) -> Edges:
+def phash_codes(phashes: Iterable[str]) -> np.ndarray:
+    """64-bit hashes, as the filter writes them (16 hex digits), as (n, 8) bytes."""
+    return np.frombuffer(bytes.fromhex("".join(phashes)), dtype=np.uint8).reshape(-1, 8)
+
+
+def phash_pairs(codes: np.ndarray, max_distance: int) -> Edges:
     """Pairs within the Hamming radius; similarity = 1 - distance/64. A multi-index hash (3
     tables of 21 bits, probing keys within max_distance // 3 flipped bits) is exact by the
     pigeonhole principle and avoids the n^2 comparisons of a flat scan (1M random codes: 15 s
     on two cores against ~5 min flat; 16-bit tables fill up and grow quadratically)."""
-    n = len(phashes)
-    codes = np.frombuffer(bytes.fromhex("".join(phashes)), dtype=np.uint8).reshape(n, 8)
+    n = len(codes)
     index = faiss.IndexBinaryMultiHash(64, 3, 21)
     index.nflip = max_distance // 3
     index.add(codes)
@@ -103,14 +120,37 @@ def phash_pairs(phashes: pd.Series, max_distance: int) -> Edges:
 
 
 def index_kind(n: int, cfg: DedupConfig) -> str:
+    """The configured index; below PQ_MIN descriptors product codes cannot be trained (16
+    centroids per sub-quantizer want many points each) and exact search costs nothing."""
+    if cfg["index"] == "ivfpq" and n < PQ_MIN:
+        return "flat"
     if cfg["index"] != "auto":
         return cfg["index"]
-    return "flat" if n <= cfg["flat_max"] else "ivf"
+    return "flat" if n <= cfg["flat_max"] else "ivfpq"
 
 
-def auto_nlist(n: int) -> int:
-    """About 4 sqrt(n) lists (a power of two), never more than the vectors can train."""
-    return max(1, min(2 ** round(math.log2(4 * math.sqrt(max(n, 1)))), n // TRAIN_PER_LIST))
+def auto_nlist(n: int, kind: str = "ivf") -> int:
+    """About 4 sqrt(n) lists for fp16 codes, sqrt(n) for 4-bit product codes (their lists
+    scan some 30 times faster, so fewer, longer lists cost less coarse assignment); a power
+    of two, never more than the vectors can train."""
+    per_root = 1 if kind == "ivfpq" else 4
+    return max(1, min(2 ** round(math.log2(per_root * math.sqrt(max(n, 1)))), n // TRAIN_PER_LIST))
+
+
+def _training_sample(chunks: Chunks, need: int) -> np.ndarray:
+    """The first `need` descriptors: shards are random samples of the corpus, the first ones will do."""
+    sample = []
+    for chunk in chunks():
+        sample.append(chunk[: need - sum(map(len, sample))].astype(np.float32))
+        if sum(map(len, sample)) >= need:
+            break
+    return np.concatenate(sample)
+
+
+def _coarse(index: faiss.Index) -> faiss.IndexIVF:
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.niter, ivf.cp.min_points_per_centroid = 10, TRAIN_PER_LIST  # enough for coarse lists, and quiet
+    return ivf
 
 
 def build_index(chunks: Chunks, n: int, dim: int, cfg: DedupConfig) -> faiss.Index:
@@ -122,15 +162,9 @@ def build_index(chunks: Chunks, n: int, dim: int, cfg: DedupConfig) -> faiss.Ind
         nlist = min(cfg["nlist"] or auto_nlist(n), n)
         index = faiss.index_factory(dim, f"IVF{nlist},SQfp16",
                                     faiss.METRIC_INNER_PRODUCT)  # an HNSW quantizer lost recall
-        ivf = faiss.extract_index_ivf(index)
-        ivf.cp.niter, ivf.cp.min_points_per_centroid = 10, TRAIN_PER_LIST  # enough for coarse lists, and quiet
+        ivf = _coarse(index)
         ivf.by_residual = False  # fp16 of the vectors themselves: lossless for fp16 descriptors
-        sample, need = [], TRAIN_PER_LIST * nlist
-        for chunk in chunks():  # shards are random samples of the corpus: the first ones will do
-            sample.append(chunk[: need - sum(map(len, sample))].astype(np.float32))
-            if sum(map(len, sample)) >= need:
-                break
-        index.train(np.concatenate(sample))
+        index.train(_training_sample(chunks, TRAIN_PER_LIST * nlist))
         ivf.nprobe = min(cfg["nprobe"], nlist)
     for chunk in chunks():
         index.add(chunk.astype(np.float32))
@@ -143,35 +177,157 @@ def descriptor_pairs(chunks: Chunks, n: int, cfg: DedupConfig) -> Edges:
     dim = next((c.shape[1] for c in chunks() if len(c)), 0)
     if not dim:
         return _unique_pairs([], [], [], n)
+    if index_kind(n, cfg) == "ivfpq":
+        return compressed_pairs(chunks, n, dim, cfg)
     index = build_index(chunks, n, dim, cfg)
     radius = float(np.nextafter(np.float32(cfg["cosine_min"]), np.float32(-1)))  # faiss keeps sim > radius
     return _range_pairs(lambda q: index.range_search(q.astype(np.float32), radius), chunks(), n)
 
 
-def decide(meta: pd.DataFrame, chunks: Chunks, cfg: DedupConfig) -> pd.DataFrame:
-    """Decisions for every key of `meta` (rows in the order `chunks` yields descriptors)."""
-    meta = meta.reset_index(drop=True)
-    n, edges = len(meta), {}
-    for layer, find in (("exact", lambda: exact_pairs(meta["sha256"])),
-                        ("phash", lambda: phash_pairs(meta["phash"], cfg["phash_max_distance"])),
+class ScratchDescriptors:
+    """The fp16 descriptors, row after row, in one file on local disk: what the compressed
+    index's candidates are re-scored with. Read through a mapping whose pages are released
+    after each gather, so they never add up to the file's size in memory."""
+
+    def __init__(self, folder: str, dim: int):
+        self.path, self.dim, self.rows = Path(folder) / "descriptors.f16", dim, 0
+        self._file = self.path.open("wb")
+
+    def append(self, chunk: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(chunk, dtype=np.float16).tobytes())
+        self.rows += len(chunk)
+
+    def close_writing(self) -> None:
+        self._file.close()
+        with self.path.open("rb") as file:
+            self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if self.rows else None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.fromfile(self.path, np.float16, (stop - start) * self.dim, offset=start * self.dim * 2
+                           ).reshape(-1, self.dim)
+
+    def similarities(self, queries: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Inner product of each queries[rows[c]] with stored row ids[c], in float32, a block of
+        candidates at a time in ascending order of ids (neighbouring rows share pages)."""
+        out = np.empty(len(ids), np.float32)
+        matrix = np.frombuffer(self._map, np.float16).reshape(self.rows, self.dim)
+        order = np.argsort(ids, kind="stable")
+        for s in range(0, len(ids), GATHER_ROWS):
+            part = order[s : s + GATHER_ROWS]
+            out[part] = np.einsum("ij,ij->i", queries[rows[part]].astype(np.float32),
+                                  matrix[ids[part]].astype(np.float32))
+            self._map.madvise(mmap.MADV_DONTNEED)  # the file's pages stay cached, just not mapped here
+        del matrix
+        return out
+
+
+def _rescored(index: faiss.Index, store: ScratchDescriptors, queries: np.ndarray, first: int,
+              cfg: DedupConfig) -> Edges:
+    """Each query's nearest neighbours by the product codes, scored exactly, kept at or above
+    `cosine_min`. Product codes rank a copy far above unrelated images but misjudge the
+    similarity itself (a copy at 0.95 is estimated near 0.4 for spread-out descriptors), so
+    the candidates are the k nearest, not a radius. A query whose k candidates all pass may
+    have more copies (a burst of photos): it is searched again with 4k, until one fails."""
+    threshold = np.float32(cfg["cosine_min"])
+    k, todo, found = min(cfg["neighbours"], index.ntotal), np.arange(len(queries)), []
+    while len(todo):
+        ids = index.search(queries[todo].astype(np.float32), k)[1]
+        rows = np.repeat(todo, k)
+        ids = ids.ravel()
+        valid = (ids >= 0) & (ids != first + rows)
+        rows, ids = rows[valid], ids[valid]
+        sim = store.similarities(queries, rows, ids)
+        hit = sim >= threshold
+        missed = np.bincount(rows[~hit], minlength=len(queries))[todo] > 0
+        again = todo[~missed] if k < index.ntotal else todo[:0]
+        final = ~np.isin(rows, again)
+        found.append((first + rows[hit & final], ids[hit & final], sim[hit & final]))
+        todo, k = again, min(4 * k, index.ntotal)
+    return tuple(np.concatenate(parts) for parts in zip(*found))
+
+
+def compressed_pairs(chunks: Chunks, n: int, dim: int, cfg: DedupConfig) -> Edges:
+    """Pairs at or above the cosine threshold at 10^8 descriptors: an IVF index of 4-bit
+    product codes (PQ with fast scan, dim/8 sub-quantizers), the fp16 descriptors copied to a
+    scratch file while the index fills, then every shard's rows searched (`_rescored`)."""
+    nlist = min(cfg["nlist"] or auto_nlist(n, "ivfpq"), n)
+    index = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_subquantizers(dim)}x4fs", faiss.METRIC_INNER_PRODUCT)
+    ivf = _coarse(index)
+    index.train(_training_sample(chunks, max(TRAIN_PER_LIST * nlist, 1 << 16)))
+    ivf.nprobe = min(cfg["nprobe"], nlist)
+    with tempfile.TemporaryDirectory(prefix="gpic-dedup-", dir=cfg["scratch"] or None) as folder:
+        store = ScratchDescriptors(folder, dim)
+        for chunk in chunks():
+            index.add(chunk.astype(np.float32))
+            store.append(chunk)
+        store.close_writing()
+        found = [_rescored(index, store, store.read(s, min(n, s + RESCORE_QUERIES)), s, cfg)
+                 for s in range(0, n, RESCORE_QUERIES)]
+    return _unique_pairs(*(np.concatenate(parts) for parts in zip(*found)), n)
+
+
+def pq_subquantizers(dim: int) -> int:
+    """Sub-vectors of 4 bits: one per 8 dimensions where the dimension count allows (64 for
+    SSCD's 512), else the largest even divisor below that (fast scan wants an even count)."""
+    return next((m for m in range(max(2, dim // 8), 1, -1) if dim % m == 0 and m % 2 == 0), 1)
+
+
+class Keys(NamedTuple):
+    """The small columns of every key, in (shard, key) order, as compact arrays: about 50 bytes a
+    key plus its sha256, where pandas objects took some 350 (40 GB at 110M keys)."""
+    key: np.ndarray  # bytes
+    shard: np.ndarray  # index into `shards`
+    split: np.ndarray  # SPLIT_RANK
+    pixels: np.ndarray
+    shards: list[str]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, shards: list[str] | None = None) -> Keys:
+        shards = shards if shards is not None else sorted(set(frame["shard"]))
+        return cls(np.array([k.encode() for k in frame["key"]], dtype="S"),
+                   frame["shard"].map({s: i for i, s in enumerate(shards)}).to_numpy(np.int32),
+                   frame["split"].map(SPLIT_RANK).to_numpy(np.int8),
+                   frame["width"].to_numpy(np.int64) * frame["height"].to_numpy(np.int64), shards)
+
+    @classmethod
+    def concat(cls, parts: list[Keys], shards: list[str]) -> Keys:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) if parts else np.zeros(0, t)
+                     for f, t in (("key", "S1"), ("shard", np.int32), ("split", np.int8), ("pixels", np.int64))),
+                   shards)
+
+
+class Links(NamedTuple):
+    """Each key's decision and the direct link that removed it (-1 and NaN when kept)."""
+    kept: np.ndarray
+    up: np.ndarray  # row of the key it duplicates
+    layer: np.ndarray  # index into LAYERS
+    similarity: np.ndarray
+    head: np.ndarray  # row of the first key in keep order of its connected component
+    size: np.ndarray  # keys in that component
+
+
+def decide(keys: Keys, sha256: np.ndarray, phashes: np.ndarray, chunks: Chunks, cfg: DedupConfig) -> Links:
+    """Decisions for every key (descriptors in `chunks` in the order of `keys`)."""
+    n, edges = len(keys.key), {}
+    for layer, find in (("exact", lambda: exact_pairs(sha256)),
+                        ("phash", lambda: phash_pairs(phashes, cfg["phash_max_distance"])),
                         ("descriptor", lambda: descriptor_pairs(chunks, n, cfg))):
         started = time.perf_counter()
         edges[layer] = find()
         log.info("dedup %s: %d pairs among %d keys in %.1f s", layer, len(edges[layer][0]), n,
                  time.perf_counter() - started)
-    return keep(meta, edges)
+    return link(keys, edges)
 
 
 KEPT, REMOVED, OPEN = 1, 2, 0
 
 
-def keep_order(meta: pd.DataFrame) -> np.ndarray:
+def keep_order(keys: Keys) -> np.ndarray:
     """Each key's place in the keep policy (0 first): a test member first, then validation,
     then the most pixels, then the smallest key."""
-    order = np.lexsort((meta["key"].to_numpy(dtype=object), -(meta["width"].astype(np.int64) * meta["height"]),
-                        meta["split"].map(SPLIT_RANK).to_numpy()))
-    place = np.empty(len(meta), np.int64)
-    place[order] = np.arange(len(meta))
+    order = np.lexsort((keys.key, -keys.pixels, keys.split))
+    place = np.empty(len(order), np.int64)
+    place[order] = np.arange(len(order))
     return place
 
 
@@ -210,48 +366,75 @@ def keep_decisions(place: np.ndarray, test: np.ndarray, up: np.ndarray, down: np
     return status
 
 
-def keep(meta: pd.DataFrame, edges: dict[str, Edges]) -> pd.DataFrame:
+def link(keys: Keys, edges: dict[str, Edges]) -> Links:
     """The keep decisions (`keep_decisions`) of all keys, with the direct link that removed
     each removed key: to a kept key by the strongest layer, then the highest similarity, then
     keep order (to a test key that is itself removed only when a non-test key's test links are
-    all to removed test keys). `cluster` and `cluster_size` describe the connected component,
-    for audit: a component may keep several keys that are not alike themselves."""
-    n = len(meta)
-    if n == 0:
-        return pd.DataFrame(columns=DECISIONS)
-    i, j, sim = (np.concatenate([e[k] for e in edges.values()]) for k in range(3))
-    layer = np.concatenate([np.full(len(e[0]), r) for r, e in enumerate(edges.values())])
-    place = keep_order(meta)
+    all to removed test keys). The connected component is kept for audit: a component may
+    keep several keys that are not alike themselves."""
+    n = len(keys.key)
+    i, j, sim = (np.concatenate([e[k] for e in edges.values()]).astype(t)
+                 for k, t in enumerate((np.int64, np.int64, np.float32)))
+    layer = np.concatenate([np.full(len(e[0]), r) for r, e in enumerate(edges.values())]).astype(np.int8)
+    place = keep_order(keys)
     up, down = np.where(place[i] < place[j], i, j), np.where(place[i] < place[j], j, i)
-    test = (meta["split"] == "test").to_numpy()
+    test = keys.split == SPLIT_RANK["test"]
     kept = keep_decisions(place, test, up, down) == KEPT
     candidate = ~kept[down] & (kept[up] | test[up])
     best = np.lexsort((place[up], -sim, layer, ~kept[up], down))
     best = best[candidate[best]]
     removed, first = np.unique(down[best], return_index=True)
     pick = best[first]
-    keys = meta["key"].to_numpy(dtype=object)
-    link = pd.DataFrame({"duplicate_of": keys[up[pick]], "dedup_layer": np.array(LAYERS, dtype=object)[layer[pick]],
-                         "similarity": np.round(sim[pick].astype(np.float64), 4)}, index=removed).reindex(range(n))
+    to, by, similarity = np.full(n, -1, np.int64), np.full(n, -1, np.int8), np.full(n, np.nan)
+    to[removed], by[removed] = up[pick], layer[pick]
+    similarity[removed] = np.round(sim[pick].astype(np.float64), 4)
     component = connected_components(coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n)), directed=False)[1]
-    by_place = np.argsort(place)
-    head = pd.Series(by_place, index=component[by_place]).groupby(level=0).first()  # earliest key per component
-    out = pd.DataFrame({
-        "key": meta["key"], "shard": meta["shard"], "split": meta["split"],
-        "cluster": keys[head.reindex(component).to_numpy()], "cluster_size": np.bincount(component)[component],
-        "kept": kept, "duplicate_of": link["duplicate_of"].fillna("").to_numpy(),
-        "dedup_layer": link["dedup_layer"].fillna("").to_numpy(), "similarity": link["similarity"].to_numpy(),
+    head = np.full(component.max(initial=-1) + 1, n, np.int64)
+    np.minimum.at(head, component, place)  # earliest place per component, then its row
+    head = np.argsort(place)[head[component]] if n else head
+    links = Links(kept, to, by, similarity, head, np.bincount(component)[component] if n else np.zeros(0, np.int64))
+    log.info("dedup: %d keys, %d removed (%s), largest component %d", n, (~kept).sum(),
+             dict(zip(LAYERS, np.bincount(by[removed], minlength=len(LAYERS)).tolist())), links.size.max(initial=0))
+    return links
+
+
+def frame(keys: Keys, links: Links, lo: int, hi: int) -> pd.DataFrame:
+    """The DECISIONS table of rows lo..hi (one shard's slice when the rows are in shard order)."""
+    def text(rows: np.ndarray) -> list[str]:
+        return [k.decode() for k in keys.key[rows].tolist()]
+
+    rows = np.arange(lo, hi)
+    up, layer = links.up[rows], links.layer[rows]
+    linked = up >= 0
+    duplicate_of = np.full(len(rows), "", dtype=object)
+    duplicate_of[linked] = text(up[linked])
+    return pd.DataFrame({
+        "key": text(rows), "shard": [keys.shards[s] for s in keys.shard[rows].tolist()],
+        "split": np.array(list(SPLIT_RANK), dtype=object)[keys.split[rows]],
+        "cluster": text(links.head[rows]), "cluster_size": links.size[rows].astype(np.int64),
+        "kept": links.kept[rows], "duplicate_of": duplicate_of,
+        "dedup_layer": np.array([*LAYERS, ""], dtype=object)[np.where(linked, layer, len(LAYERS))],
+        "similarity": links.similarity[rows],
     }, columns=DECISIONS)
-    log.info("dedup: %d keys, %d removed (%s), largest component %d", n, (~out["kept"]).sum(),
-             out.loc[~out["kept"], "dedup_layer"].value_counts().to_dict(), out["cluster_size"].max())
-    return out.sort_values(["shard", "key"]).reset_index(drop=True)
+
+
+def keep(meta: pd.DataFrame, edges: dict[str, Edges]) -> pd.DataFrame:
+    """Decisions (`link`) of an in-memory table of keys (key, shard, split, width, height)."""
+    if len(meta) == 0:
+        return pd.DataFrame(columns=DECISIONS)
+    keys = Keys.of(meta.reset_index(drop=True))
+    return frame(keys, link(keys, edges), 0, len(meta)).sort_values(["shard", "key"]).reset_index(drop=True)
 
 
 def cluster(table: pd.DataFrame, cfg: DedupConfig) -> pd.DataFrame:
     """Decisions for an in-memory table of embedded keys (META, shard and descriptor columns)."""
     table = table.sort_values(["shard", "key"]).reset_index(drop=True)
+    if table.empty:
+        return pd.DataFrame(columns=DECISIONS)
     descriptors = descriptor_matrix(table["descriptor"].tolist())
-    return decide(table, lambda: [descriptors], cfg)
+    keys = Keys.of(table)
+    links = decide(keys, table["sha256"].to_numpy(), phash_codes(table["phash"]), lambda: [descriptors], cfg)
+    return frame(keys, links, 0, len(table))
 
 
 def _embedded(path: str | Path, columns: list[str]) -> pd.DataFrame:
@@ -265,29 +448,49 @@ def slice_digest(decisions: pd.DataFrame) -> str:
 
 
 def dedup_corpus(embed_paths: dict[str, str], cfg: DedupConfig, decisions_path: str | Path,
-                 shard_paths: dict[str, str], digest_paths: dict[str, list[str]] | None = None) -> pd.DataFrame:
+                 shard_paths: dict[str, str], digest_paths: dict[str, list[str]] | None = None) -> int:
     """Global decisions from every shard's embed table, one slice per shard for the per-shard
     stages downstream, and per block of shards a digest of its slices (`digest_paths`: file ->
     shards): the workflow tracks the digest, so a block's captions are redone only when its
-    own decisions change, not whenever some other shard is rebuilt."""
+    own decisions change, not whenever some other shard is rebuilt. The tables are written
+    shard by shard, never gathered; returns the number of keys decided."""
     shards = sorted(embed_paths)
-    meta = pd.concat([_embedded(embed_paths[s], META).assign(shard=s) for s in shards], ignore_index=True)
+    parts, sha256, phashes = [], [], []
+    for shard in shards:
+        meta = _embedded(embed_paths[shard], META).assign(shard=shard)
+        parts.append(Keys.of(meta, shards))
+        sha256.append(np.array([h.encode() for h in meta["sha256"]], dtype="S"))
+        phashes.append(phash_codes(meta["phash"]))
+        del meta
+    keys = Keys.concat(parts, shards)
+    del parts
 
     def chunks():
         for shard in shards:
             yield descriptor_matrix(_embedded(embed_paths[shard], ["key", "descriptor"])["descriptor"].tolist())
 
-    decisions = stamp(decide(meta, chunks, cfg), "dedup", cfg)
-    by_shard = dict(iter(decisions.groupby("shard")))
-    for shard, path in shard_paths.items():
-        write_table(by_shard.get(shard, decisions.iloc[:0]), path)
-    for path, members in (digest_paths or {}).items():
-        write_json({"shards": {s: slice_digest(by_shard.get(s, decisions.iloc[:0])) for s in members}}, path)
-    write_table(decisions, decisions_path)  # last: its presence means the job finished
-    return decisions
+    sha = np.concatenate(sha256) if sha256 else np.zeros(0, "S1")
+    del sha256
+    links = decide(keys, sha, np.concatenate(phashes) if phashes else np.zeros((0, 8), np.uint8), chunks, cfg)
+    del sha
+    bounds = np.searchsorted(keys.shard, np.arange(len(shards) + 1))
+    digests = {}
+    with atomic_path(decisions_path) as tmp, pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as everything:
+        for s, shard in enumerate(shards):
+            part = stamp(frame(keys, links, bounds[s], bounds[s + 1]), "dedup", cfg)
+            if shard in shard_paths:
+                write_table(part, shard_paths[shard], schema=SCHEMA)
+            digests[shard] = slice_digest(part)
+            everything.write_table(pa.Table.from_pandas(part, schema=SCHEMA, preserve_index=False))
+        empty = stamp(pd.DataFrame(columns=DECISIONS), "dedup", cfg)
+        for shard in set(shard_paths) - set(shards):
+            write_table(empty, shard_paths[shard], schema=SCHEMA)
+        for path, members in (digest_paths or {}).items():
+            write_json({"shards": {s: digests.get(s) or slice_digest(empty) for s in members}}, path)
+    return len(keys.key)  # decisions.parquet renamed last: its presence means the job finished
 
 
-def run(files: Layout, cfg: Config, *, model=None) -> pd.DataFrame:
+def run(files: Layout, cfg: Config, *, model=None) -> int:
     """Global decisions over every shard's embed table, one slice per shard and one digest
     per block of shards."""
     shards = [shard_name(i) for i in range(cfg["shards"])]
