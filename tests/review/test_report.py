@@ -133,6 +133,22 @@ def test_the_report_reads_every_index_for_its_counts_but_plots_a_bounded_sample(
     assert (totals["packed"], totals["step"], len(sample)) == (1000, 10, 100)
     assert totals["split"] == {"train": 700, "val": 200, "test": 100}
     assert totals["license_id"] == {"CC-BY-4.0": 700, "CC0-1.0": 300}
-    page = corpus_section(sample, pd.DataFrame({"cluster": [], "cluster_size": []}), totals)
+    page = corpus_section(sample, pd.Series([], dtype="int64"), totals)
     assert "1000 packed samples (700 train, 200 val, 100 test); mean resolution 400x300." in page
     assert "every 10th sample (100)" in page
+
+
+def test_duplicate_clusters_are_read_a_shard_at_a_time(tmp_path):
+    """One size per cluster of two or more, whichever shard (row group) its members are in."""
+    import pyarrow as pa
+
+    from gpic.review.report import duplicate_clusters
+
+    path = tmp_path / "decisions.parquet"
+    shards = [{"cluster": ["a", "a", "b"], "cluster_size": [3, 3, 1]},
+              {"cluster": ["a", "c", "c"], "cluster_size": [3, 2, 2]}]
+    with pq.ParquetWriter(path, pa.schema([("cluster", pa.string()), ("cluster_size", pa.int64())])) as writer:
+        for shard in shards:
+            writer.write_table(pa.table(shard))
+    assert pq.ParquetFile(path).num_row_groups == 2
+    assert duplicate_clusters(path).sort_index().to_dict() == {"a": 3, "c": 2}

@@ -15,7 +15,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from gpic.config import Config  # noqa: E402
@@ -132,9 +134,21 @@ def packed_view(packed_root: Path, rows: int = PLOTTED) -> tuple[pd.DataFrame, d
     return sample, totals
 
 
-def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame, totals: dict | None = None) -> str:
+def duplicate_clusters(decisions_path: Path) -> pd.Series:
+    """The size of every cluster of two or more images, one row group (a shard) at a time: the
+    decisions of 110M keys would take some 20 GB as a table of their cluster names."""
+    sizes = {}
+    with pq.ParquetFile(decisions_path) as file:
+        for batch in file.iter_batches(columns=["cluster", "cluster_size"]):
+            batch = batch.filter(pc.greater(batch.column("cluster_size"), 1))
+            sizes.update(zip(batch.column("cluster").to_pylist(), batch.column("cluster_size").to_pylist()))
+    return pd.Series(sizes, dtype=np.int64)
+
+
+def corpus_section(index: pd.DataFrame, clusters: pd.Series, totals: dict | None = None) -> str:
     """Plots of what was packed (from `index`, every `step`-th sample when `totals` says so; the
-    counts are exact); a run that packed nothing, or left a split empty, says so."""
+    counts are exact) and of the duplicate clusters' sizes; a run that packed nothing, or left a
+    split empty, says so."""
     totals = totals or {"packed": len(index), "step": 1, "width": index["width"].sum(),
                         "height": index["height"].sum(), **{name: Counter(index[name])
                                                             for name in ("split", "license_id", "source")}}
@@ -164,10 +178,9 @@ def corpus_section(index: pd.DataFrame, decisions: pd.DataFrame, totals: dict | 
                                                                             title="Licences (packed)")
     pd.Series(totals["source"]).sort_values(ascending=False).plot.barh(ax=d, color="#a73", title="Sources (packed)")
     fig3, (e, f) = plt.subplots(1, 2, figsize=(10, 3.2))
-    words = pd.DataFrame({level: index[level].fillna("").str.split().str.len() for level in LEVELS})
+    words = pd.DataFrame({level: index[level].fillna("").str.count(r"\S+") for level in LEVELS})  # no word lists
     e.boxplot([words[level] for level in LEVELS], tick_labels=list(LEVELS))
     e.set_title("Caption length (words) per level")
-    clusters = decisions.loc[decisions["cluster_size"] > 1].drop_duplicates("cluster")["cluster_size"]
     if len(clusters):
         f.hist(clusters, bins=range(2, int(clusters.max()) + 2), color="#a5a", align="left")
     f.set_title(f"Duplicate clusters by size ({len(clusters)} clusters)")
@@ -246,11 +259,10 @@ def write_report(results: str | Path, config: Config, out: str | Path, samples: 
     summary = summarise(results)
     layout = Layout(results)
     index, totals = packed_view(layout.packed_root)
-    decisions = read_table(layout.decisions, columns=["cluster", "cluster_size"])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>GPIC run report</title><style>{STYLE}</style>"
             f"</head><body><h1>GPIC run report</h1><p class='muted'>{html.escape(str(results.resolve()))}, "
             f"{config['shards']} shards</p>" + funnel_section(summary) + judge_section(summary)
-            + corpus_section(index, decisions, totals)
+            + corpus_section(index, duplicate_clusters(layout.decisions), totals)
             + kept_section(results, index, samples) + dropped_section(results, 3)
             + cost_section(estimate(results, config)) + "</body></html>")
     out = Path(out)
