@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import resource
 import tempfile
 import time
@@ -202,10 +203,17 @@ def _search(path: str, n: int, dim: int, cfg: dict) -> dict:
             rows = min(SHARD, n - s)
             yield np.fromfile(path, dtype=np.float16, count=rows * dim, offset=s * dim * 2).reshape(rows, dim)
 
+    phases = logging.getLogger("gpic.stages.dedup")
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    lines: list[str] = []
+    phases.addHandler(handler)
+    phases.setLevel(logging.INFO)
     started = time.perf_counter()
     i, j, _ = descriptor_pairs(chunks, n, cfg)
     seconds = time.perf_counter() - started
-    return {"s": seconds, "rss_mb": _peak_rss_mb(), "base_mb": base, "pairs": np.stack([i, j], axis=1)}
+    return {"s": seconds, "rss_mb": _peak_rss_mb(), "base_mb": base, "pairs": np.stack([i, j], axis=1),
+            "log": lines}
 
 
 def _in_child(*args) -> dict:
@@ -222,17 +230,20 @@ def _recall(found: np.ndarray, planted: np.ndarray) -> tuple[float, int]:
 
 def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = 100_000, cosine_min: float = 0.9,
                 nlist: int = 0, nprobe: int = 16, copies: float = 0.01, seed: int = 0,
-                indexes: tuple[str, ...] = ("ivfpq", "ivf"), neighbours: int = 8) -> dict[str, float | int]:
+                indexes: tuple[str, ...] = ("ivfpq", "ivf"), neighbours: int = 8
+                ) -> tuple[dict[str, float | int], dict[str, list[str]]]:
     """Descriptor search wall time, peak RSS, recall of planted copies, recall of the pairs
     exact search finds in a sample, and false pairs (found pairs that are not planted copies,
     such as the hard negatives just below the threshold), for each of `indexes` over all n
     (the first is ours: `ratio` is the baseline's time over its), against exact IndexFlatIP
     (the baseline) over the first `flat_n` descriptors, its time extrapolated by (n/flat_n)^2
     and its memory linearly when flat_n < n (flat at 1M costs hours on two cores). Also the
-    perceptual-hash layer's time and recall over n codes (its multi-index hash is exact)."""
+    perceptual-hash layer's time and recall over n codes (its multi-index hash is exact). With
+    the figures, each index's own log of its phases."""
     flat_n = min(flat_n, n)
     cfg = {"cosine_min": cosine_min, "nprobe": nprobe, "flat_max": 0, "neighbours": neighbours, "scratch": ""}
     figures: dict[str, float | int] = {"n": n, "dim": dim, "nprobe": nprobe}
+    phases: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "descriptors.f16"
         planted, negatives = _planted(path, n, dim, max(1, int(n * copies / 2)), cosine_min, seed)
@@ -246,6 +257,7 @@ def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = 100_000, cosin
             figures |= {f"{kind}_nlist": lists, f"{kind}_s": run["s"], f"{kind}_rss_mb": round(run["rss_mb"]),
                         f"{kind}_recall": recall, f"{kind}_sample_recall": sample_recall, f"{kind}_false_pairs": false}
             figures.setdefault("base_rss_mb", round(run["base_mb"]))
+            phases[kind] = run["log"]
     phash_s, phash_recall = _phash_search(n, len(planted), 4, seed)
     flat_recall, flat_false = _recall(flat["pairs"], planted[planted[:, 1] < flat_n])
     scale = n / flat_n
@@ -256,4 +268,4 @@ def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = 100_000, cosin
             "flat_n": flat_n, "flat_measured_s": flat["s"], "flat_rss_measured_mb": round(flat["rss_mb"]),
             "flat_s": flat_s, "flat_rss_mb": round(flat["base_mb"] + (flat["rss_mb"] - flat["base_mb"]) * scale),
             "flat_recall": flat_recall, "flat_false_pairs": flat_false, "extrapolated": int(scale > 1),
-            "phash_s": phash_s, "phash_recall": phash_recall, "ratio": flat_s / figures[f"{ours}_s"]}
+            "phash_s": phash_s, "phash_recall": phash_recall, "ratio": flat_s / figures[f"{ours}_s"]}, phases

@@ -37,7 +37,7 @@ verify on every core).
 With two or more sizes, each step's seconds and peak RSS are fitted by least squares to a + b*N
 (b clamped at 0: no step gets cheaper with more keys) and extrapolated to 110M keys at the same
 shard count. A linear fit misjudges a step whose cost is not linear in N: `{step}_exponent`, the
-log-log slope of its seconds, flags one that grows faster (dedup's IVF search, ~N^1.5) and the
+log-log slope of its seconds, flags one that grows faster (dedup's IVF search, ~N^1.5 with nlist ~ sqrt(N)) and the
 RSS of a step with bounded memory (partition) levels off where the fit keeps climbing. The last
 line ends with `worst_rss_gb_110m=... worst_hours_110m=... step_rss=... step_hours=...`."""
 
@@ -319,12 +319,12 @@ def write_sources(folder: Path, n: int, seed: int = 0, pools: Pools | None = Non
 
 def bench_config(folder: Path, shards: int, sources: list[str]) -> Path:
     """production.yaml at `shards` shards (held-out shards in its proportions), reading `sources`,
-    dedup on the IVF index that `auto` picks at 110M keys."""
+    dedup on the index that `auto` picks at 110M keys (product codes re-scored exactly), whatever N is."""
     config = yaml.safe_load((REPO / "config" / "production.yaml").read_text())
     config.update(sources=sources, shards=shards)
     config["splits"].update(val_shards=max(1, round(config["splits"]["val_shards"] * shards / 8000)),
                             test_shards=max(1, round(config["splits"]["test_shards"] * shards / 8000)))
-    config["dedup"]["index"] = "ivf"
+    config["dedup"]["index"] = "ivfpq"
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -190,7 +190,7 @@ def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = typer.Option(1
     unknown = sorted(set(index) - {"ivfpq", "ivf"})
     if unknown:
         raise typer.BadParameter(f"unknown index {', '.join(unknown)}: choose ivfpq or ivf", param_hint="--index")
-    f = run(n, dim, flat_n, cosine_min, nlist, nprobe, seed=seed, indexes=tuple(index), neighbours=neighbours)
+    f, phases = run(n, dim, flat_n, cosine_min, nlist, nprobe, seed=seed, indexes=tuple(index), neighbours=neighbours)
     console.print(f"{n:,} descriptors of {dim}-d, {f['planted_pairs']:,} planted copies "
                   f"(cosine >= {cosine_min + 0.01:.2f}) and {f['hard_negatives']:,} hard negatives (cosine "
                   f"{cosine_min - 0.02:.3f}-{cosine_min - 0.005:.3f}, {f['flat_hard_negatives']:,} within flat's "
@@ -200,6 +200,8 @@ def bench_dedup(n: int = 1_000_000, dim: int = 512, flat_n: int = typer.Option(1
         console.print(f"  {kind} {k['nlist']} lists, nprobe {nprobe}: {k['s']:.1f} s, peak {k['rss_mb']:,} MB, "
                       f"recall {k['recall']:.4f} (of exact search's pairs in the sample: {k['sample_recall']:.4f}), "
                       f"{k['false_pairs']} false pairs", soft_wrap=True)
+        for line in phases[kind]:
+            console.print(f"    [dim]{line}[/dim]", soft_wrap=True)
     console.print(f"  exact flat: {f['flat_measured_s']:.1f} s, peak {f['flat_rss_measured_mb']:,} MB over "
                   f"{f['flat_n']:,}, recall {f['flat_recall']:.4f}, {f['flat_false_pairs']} false pairs",
                   soft_wrap=True)
