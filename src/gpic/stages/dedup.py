@@ -51,7 +51,9 @@ TRAIN_PER_LIST = 20  # IVF k-means training vectors per list
 QUERY_CHUNK = 1 << 20
 RESCORE_QUERIES = 1 << 15  # compressed path: queries searched, and their candidates re-scored, at a time
 PQ_MIN = 1000  # fewer descriptors than this are searched exactly whatever the index
-GATHER_ROWS = 1 << 15  # candidates scored at a time (the rows' pages count as memory while mapped)
+# Candidates scored at a time. Each row read maps the kernel's fault-around window of the file
+# (64 KB of cached pages) into this process until released: 4,096 rows map at most 256 MB.
+GATHER_ROWS = 1 << 12
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, similarity) with i < j
 Chunks = Callable[[], Iterable[np.ndarray]]  # a fresh pass over the descriptors, shard by shard
@@ -187,7 +189,8 @@ def descriptor_pairs(chunks: Chunks, n: int, cfg: DedupConfig) -> Edges:
 class ScratchDescriptors:
     """The fp16 descriptors, row after row, in one file on local disk: what the compressed
     index's candidates are re-scored with. Read through a mapping whose pages are released
-    after each gather, so they never add up to the file's size in memory."""
+    after each block of rows, so they never add up to the file's size in memory (a cached
+    10 GB file otherwise showed as 5.6 GB of this process's peak)."""
 
     def __init__(self, folder: str, dim: int):
         self.path, self.dim, self.rows = Path(folder) / "descriptors.f16", dim, 0
