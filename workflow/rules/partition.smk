@@ -21,7 +21,7 @@ rule partition:
         # (110M rows give ~430k); the ceiling is two 256 MiB buckets plus a batch, whatever N is.
         # While keying, ~0.25 GB per keying process and up to two batches each in flight.
         mem_mb=3000,
-        runtime=60,
+        runtime=180,  # 110M rows: ~0.5 h with four keying processes, 1.6 h in one on a busy machine
     params:
         shards=config["shards"],
         splits=config["splits"],
