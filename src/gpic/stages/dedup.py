@@ -241,8 +241,8 @@ def _rescored(index: faiss.Index, store: ScratchDescriptors, queries: np.ndarray
         rows, ids = rows[valid], ids[valid]
         sim = store.similarities(queries, rows, ids)
         hit = sim >= threshold
-        missed = np.bincount(rows[~hit], minlength=len(queries))[todo] > 0
-        again = todo[~missed] if k < index.ntotal else todo[:0]
+        passed = np.bincount(rows[hit], minlength=len(queries))[todo]
+        again = todo[passed >= k - 1] if k < index.ntotal else todo[:0]  # all k but itself passed
         final = ~np.isin(rows, again)
         found.append((first + rows[hit & final], ids[hit & final], sim[hit & final]))
         todo, k = again, min(4 * k, index.ntotal)
