@@ -50,7 +50,10 @@ NAMES = {
     "public domain dedication (cc0 1.0)": "CC0-1.0",
     "creative commons zero, public domain dedication": "CC0-1.0",  # Commons' UsageTerms for CC0
     "public domain": "public-domain",
+    "pd": "public-domain",  # Commons' {{PD}}-style short names
+    "pdm-owner": "PDM-1.0",  # Commons' {{PDM-owner}}: the PD Mark applied by the copyright holder
     "cc0": "CC0-1.0",
+    "cc 0": "CC0-1.0",
     "cc-zero": "CC0-1.0",
     "cc0 1.0": "CC0-1.0",
     "pdm": "PDM-1.0",
@@ -125,14 +128,33 @@ NAMES |= {license_id.lower(): license_id for license_id in (*FLICKR_IDS.values()
 # the newest, is the one read.
 CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d)(?: ?[,/] ?\d\.\d)*)?(?:[ -]([a-z]{2}|igo))?"
                      r"(?:[ -]migrated)?$")
-ATTRIBUTION_TEXT = re.compile(r"^attribution((?:-(?:noncommercial|sharealike|noderivs))*)[ -](\d\.\d)$")
+# Flickr's and CC's long names: "Attribution-ShareAlike 4.0", "Attribution NonCommercial ShareAlike 4.0",
+# "Attribution-Share Alike 3.0 de" (a port after the version, as Commons prints ported licences).
+ATTRIBUTION_TEXT = re.compile(r"^attribution((?:[ -](?:noncommercial|sharealike|noderivs))*)[ -](\d\.\d)"
+                              r"(?:[ -]([a-z]{2}|igo))?$")
 CC_URL = re.compile(r"creativecommons\.org/licenses/(by(?:-(?:nc|nd|sa))*)/(\d\.\d)(?:/([a-z]{2}|igo)(?=/|$))?")
 CC0_URL = re.compile(r"creativecommons\.org/publicdomain/zero/(\d\.\d)")
 PDM_URL = re.compile(r"creativecommons\.org/publicdomain/mark/(\d\.\d)")
 COMMONS_PD_URL = re.compile(r"commons\.wikimedia\.org/wiki/template:(pd-|no_restrictions)")
-FLICKR_URL = re.compile(r"flickr\.com/commons/usage|usa\.gov/(government-works|copyright)")
+# Flickr's pages for "No known copyright restrictions" and "United States Government Work" (the
+# latter's URL was http://www.usa.gov/copyright.shtml until 2024, then usa.gov/government-copyright).
+FLICKR_URL = re.compile(r"flickr\.com/commons/usage|usa\.gov/(government-works|government-copyright|copyright)")
+# Flickr's id 0 ("All Rights Reserved") points at a help page on using other members' photos.
+RESERVED_URL = re.compile(r"flickrhelp\.com/hc/[^/]+/articles/\d+-using-flickr-images-shared-by-other-members")
 GFDL_URL = re.compile(r"gnu\.org/(?:licenses|copyleft)/fdl")
 NEEDS_ATTRIBUTION = re.compile(r"^CC-BY")
+# What Commons prints where its Artist or Credit field names nobody: {{Unknown|author}},
+# {{Anonymous}}, {{Author missing}}, the {{Information}} banner for an empty author, "Own work"
+# alone (the source, not a name), and the same said in words or in other languages. Such a
+# statement is not an author: a licence that requires attribution cannot be honoured with it.
+_NOBODY = (r"(?:an? )?(?:unknown|anonymous|unidentified|uncredited|not known|unbekannte?r?|inconnue?|desconocido|"
+           r"sconosciuto|onbekend|nieznany)")
+_ROLE = (r"(?:author|artist|photographer|creator|painter|illustrator|engraver|sculptor|architect|fotograf|"
+         r"photographe|fotógrafo|autor|auteur|autore|urheber|maker)")
+NO_AUTHOR = re.compile(rf"^(?:{_NOBODY}(?: {_ROLE})?|{_ROLE}(?: is)? (?:unknown|missing|not known|not given|"
+                       rf"not provided|unbekannt|inconnu|desconocido|sconosciuto)|{_ROLE} missing|"
+                       rf"this file is lacking author information|no author(?: given| provided)?|own work|"
+                       rf"none|n/?a|-+|\?+)$")
 ELEMENTS = {"noncommercial": "NC", "sharealike": "SA", "noderivs": "ND"}
 # Spellings of the licence elements in long names, and the words around a name that say nothing.
 SPELLINGS = [(re.compile(r"share[ -]alike"), "sharealike"), (re.compile(r"non[ -]commercial"), "noncommercial"),
@@ -163,6 +185,8 @@ def from_url(license_url: str) -> str | None:
         return "public-domain"
     if GFDL_URL.search(url):
         return "GFDL-1.2-or-later"
+    if RESERVED_URL.search(url):
+        return "all-rights-reserved"
     return None
 
 
@@ -183,8 +207,8 @@ def _from_name(text: str) -> str | None:
     if m := CC_TEXT.match(text):
         return _cc(m.group(1), m.group(2), m.group(3))
     if m := ATTRIBUTION_TEXT.match(text):  # Flickr's 4.0 names: "Attribution-ShareAlike 4.0 International"
-        elements = [ELEMENTS[e] for e in re.findall(r"-(noncommercial|sharealike|noderivs)", m.group(1))]
-        return "-".join(["CC", "BY", *elements, m.group(2)])
+        elements = [ELEMENTS[e] for e in re.findall(r"noncommercial|sharealike|noderivs", m.group(1))]
+        return "-".join(["CC", "BY", *elements, m.group(2)] + ([m.group(3).upper()] if m.group(3) else []))
     return None
 
 
@@ -268,6 +292,18 @@ def canonical(license_text: str, license_url: str = "") -> str | None:
     return resolve(license_text, license_url)[0]
 
 
+def author(attribution: str) -> str:
+    """The attribution when it names someone; '' when it only says that nobody is named (an
+    unknown or missing author, Commons' banners for it, "Own work" alone). A template that
+    repeats itself ("Unknown authorUnknown author", its visible and hidden text) is read once."""
+    text = " ".join(attribution.split())
+    shown = re.sub(r"[\s.:;,!()\[\]{}]+", " ", text.lower()).strip()
+    half = len(shown) // 2
+    if shown and len(shown) % 2 == 0 and shown[:half] == shown[half:]:
+        shown = shown[:half].strip()
+    return "" if NO_AUTHOR.match(shown) else text
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -284,6 +320,7 @@ def check(license_text: str, license_url: str, attribution: str, allow: list[str
         return Verdict(False, "", reason)
     if not any(fnmatchcase(license_id, pattern) for pattern in allow):
         return Verdict(False, license_id, f"licence not allowed: {license_id} ({shown})")
-    if NEEDS_ATTRIBUTION.match(license_id) and not attribution.strip():
-        return Verdict(False, license_id, f"licence attribution missing: required by {license_id}")
+    if NEEDS_ATTRIBUTION.match(license_id) and not author(attribution):
+        named = f", and {attribution.strip()[:80]!r} names nobody" if attribution.strip() else ""
+        return Verdict(False, license_id, f"licence attribution missing: required by {license_id}{named}")
     return Verdict(True, license_id, "")

@@ -186,7 +186,7 @@ def test_rows_licences_urls_and_reasons(tmp_path):
     assert rows["108"]["url"].startswith(f"{UPLOAD}/thumb/3/3f/Fronalpstock_big.jpg/960px-Fronalpstock_big.jpg")
     assert rows["108"]["height"] == "540"
     assert rows["102"]["url"] == rows["102"]["original_url"] and rows["102"]["width"] == "800"
-    assert rows["102"]["url"].endswith("/O%27Brien_(2020),_at_home;_%22x%22.png")
+    assert rows["102"]["url"].endswith("/O%27Brien_%282020%29%2C_at_home%3B_%22x%22.png")  # as imageinfo.url
     assert rows["112"]["height"] == "3"  # 3 * 960 / 961 = 2.997 rounds to 3
     assert rows["115"]["url"].endswith("/Small.webp")
     for key, row in rows.items():

@@ -39,7 +39,7 @@ def photo(pid, uploaded, license_id="4", **fields):
               "ispublic": 1, "license": license_id, "dateupload": str(uploaded), "ownername": "Jane Doe",
               "o_width": "4000", "o_height": "3000",
               "url_o": f"https://live.staticflickr.com/1/{pid}_o.jpg", "width_o": 4000, "height_o": 3000,
-              "url_b": f"https://live.staticflickr.com/1/{pid}_b.jpg", "width_b": 1024, "height_b": "768"}
+              "url_l": f"https://live.staticflickr.com/1/{pid}_b.jpg", "width_l": 1024, "height_l": "768"}
     record.update(fields)
     return uploaded, license_id, {k: v for k, v in record.items() if v is not None}
 
@@ -48,12 +48,12 @@ GOOD = [photo(100 + k, T0 + k * HOUR) for k in range(1, 7)]  # 6 in day 1's firs
 BURST = [photo(200 + k, T0 + 20 * HOUR) for k in range(7)]  # 7 in one second: cannot be split below the cap
 DAY2 = [
     photo(300, T0 + DAY + HOUR, "20"),  # the licence getInfo added
-    photo(301, T0 + DAY + 2 * HOUR, "9", ownername="", url_b=None, width_b=None, height_b=None,
+    photo(301, T0 + DAY + 2 * HOUR, "9", ownername="", url_l=None, width_l=None, height_l=None,
           url_z="https://live.staticflickr.com/1/301_z.jpg", width_z="640", height_z="480"),  # falls back to url_z
     photo(302, T0 + DAY + 3 * HOUR, "2"),  # non-commercial: the server never returns it
     photo(303, T0 + DAY + 4 * HOUR, license=None),  # no license field
     photo(304, T0 + DAY + 5 * HOUR, dateupload="yesterday"),
-    photo(305, T0 + DAY + 6 * HOUR, url_o=None, url_b=None),  # no URL at url_b or below
+    photo(305, T0 + DAY + 6 * HOUR, url_o=None, url_l=None),  # no URL at url_l or below
     photo("abc", T0 + DAY + 7 * HOUR),
     photo(306, T0 + DAY + 8 * HOUR, "11", owner="777@N01", ownername=None),  # share-alike: only when allowed
 ]
@@ -181,7 +181,7 @@ def test_a_collection_splits_windows_below_the_cap_and_uses_the_licences_getinfo
     new = ok["300"]
     assert (new["license"], new["license_url"]) == ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/")
     first = ok["101"]
-    assert (first["url"], first["size"]) == ("https://live.staticflickr.com/1/101_b.jpg", "url_b")  # not url_o
+    assert (first["url"], first["size"]) == ("https://live.staticflickr.com/1/101_b.jpg", "url_l")  # not url_o
     assert (first["width"], first["height"], first["original_width"]) == ("1024", "768", "4000")
     assert (first["license"], first["license_url"]) == ("Attribution License",
                                                         "https://creativecommons.org/licenses/by/2.0/")
@@ -214,7 +214,7 @@ def test_malformed_records_are_kept_with_a_reason_naming_window_and_record(api, 
     late = "flickr 20200102T000000-20200103T000000 window 20200102T060000-20200102T120000 page"
     assert reasons["303"] == f"{early} 1: photo 303: no license field"
     assert reasons["304"] == f"{early} 2: photo 304: dateupload 'yesterday' is not unix seconds"
-    assert reasons["305"] == f"{late} 1: photo 305: no image URL at url_b or any smaller size"
+    assert reasons["305"] == f"{late} 1: photo 305: no image URL at url_l or any smaller size"
     assert reasons["abc"] == f"{late} 1: photo record without a numeric id: abc"
     assert {c["license"] for c in FlickrServer.calls if "license" in c} == {"4,9,20"}  # no share-alike by default
     assert len(reasons) == 4

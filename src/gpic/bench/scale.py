@@ -257,7 +257,7 @@ def flickr_rows(rows: np.ndarray, rng: np.random.Generator, pools: Pools) -> pa.
         "upload_date": _text(uploaded.astype("datetime64[s]").astype(np.int64)),
         "license_id_flickr": pa.array(np.where(
             pc.equal(licence, FLICKR_LICENCES[0][0]).to_numpy(zero_copy_only=False), "4", "9")),
-        "page_url": _join("https://www.flickr.com/photos/", owner, "/", photo, "/"), "size": pa.array(["url_b"] * n),
+        "page_url": _join("https://www.flickr.com/photos/", owner, "/", photo, "/"), "size": pa.array(["url_l"] * n),
         "original_width": _text(width * 4), "original_height": _text(height * 4),
         "window": _join(_text(np.datetime_as_string(week, "D")), "/", _text(np.datetime_as_string(week + 7, "D"))),
         "collect_reason": _refusals(rng, n, "flickr: attribution required by CC-BY-2.0 but the photo has no owner"),

@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Iterator
 
+from gpic import licenses
 from gpic.collect.common import (
     REASON,
     CollectError,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "wikimedia"
 COLUMNS = ["page_id", "sha1", "mime", "original_url", "original_width", "original_height", "upload_time",
-           "license_short_name", "usage_terms"]
+           "license_short_name", "usage_terms", "artist"]
 # The schema's defaults (config.schema.yaml, collect.commons), for a section given by hand.
 DEFAULTS = {"api": "https://commons.wikimedia.org/w/api.php", "start": "2004-09-07", "window_days": 30,
             "categories": [], "thumb_width": 960, "batch": 50, "maxlag": 5}
@@ -238,17 +239,21 @@ def _row(page: dict, where: str, window: Window | None, thumb_width: int, retrie
     license_text = html_to_text(short_name) or html_to_text(usage_terms)
     if isinstance(extmetadata, dict) and not (license_text or license_url):
         problems.append("no licence in extmetadata (LicenseShortName, UsageTerms, LicenseUrl)")
-    attribution = html_to_text(meta("Artist")) or html_to_text(meta("Credit"))
+    artist, credit = html_to_text(meta("Artist")), html_to_text(meta("Credit"))
+    attribution = licenses.author(artist) or licenses.author(credit)
     row |= {"license": license_text, "license_url": license_url, "license_short_name": short_name,
-            "usage_terms": usage_terms, "attribution": attribution}
+            "usage_terms": usage_terms, "artist": artist, "attribution": attribution}
+    needs_author = meta("AttributionRequired").strip().lower() == "true" or bool(
+        licenses.NEEDS_ATTRIBUTION.match(licenses.canonical(license_text, license_url) or ""))
 
     restrictions = [r.strip() for r in meta("Restrictions").split("|") if r.strip()]
     if problems:
         row[REASON] = f"{record}: {'; '.join(problems)}"
     elif restrictions:
         row[REASON] = f"collect: restricted: {', '.join(restrictions)}"
-    elif meta("AttributionRequired").strip().lower() == "true" and not attribution:
-        row[REASON] = "collect: attribution required but no author"
+    elif needs_author and not attribution:
+        said = f" (Artist: {artist[:80]!r})" if artist else ""
+        row[REASON] = f"collect: attribution required but no author{said}"
     elif not mime.startswith("image/"):
         row[REASON] = f"collect: not an image: {mime or '(no MIME type)'}"
     return row

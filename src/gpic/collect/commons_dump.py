@@ -54,7 +54,7 @@ from typing import IO
 from urllib.parse import quote
 
 from gpic.collect.common import REASON, CollectError, Page, now
-from gpic.licenses import NEEDS_ATTRIBUTION, WIKIDATA_ITEMS, url_of
+from gpic.licenses import NEEDS_ATTRIBUTION, WIKIDATA_ITEMS, author, url_of
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ THUMB_STEPS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
 ABBREVIATE_OVER = 160
 THUMB_SAME_FORMAT = {"image/jpeg", "image/png", "image/gif"}
 ORIGINAL_ONLY = {"image/webp"}
-URL_SAFE = ";@$!*(),~:"  # what MediaWiki's wfUrlencode leaves unescaped besides letters, digits and -_.
+# File URLs escape the name as PHP's rawurlencode does (FileRepo::getZoneUrl): everything but
+# letters, digits and -_.~ , so "(" is %28 as in the API's imageinfo.url (quote's default set).
+URL_SAFE = ""
 
 # The image table's columns in MediaWiki's current order, for a dump without its CREATE TABLE.
 IMAGE_COLUMNS = ["img_name", "img_size", "img_width", "img_height", "img_metadata", "img_bits", "img_media_type",
@@ -262,7 +264,7 @@ def attribution(entity: dict) -> str:
         found = _strings(statement, "P2093") or _strings(statement, "P4174")
         if not found and (item := _item(statement.get("mainsnak") or {})):
             found = [f"https://www.wikidata.org/wiki/{item}"]
-        names += [n for n in found if n not in names]
+        names += [n for n in map(author, found) if n and n not in names]
     return "; ".join(names)
 
 

@@ -36,11 +36,15 @@ COLUMNS = ["owner_id", "owner_name", "upload_date", "license_id_flickr", "page_u
            "original_height", "window"]
 # The schema's defaults: the collector also runs on a section that was not validated (tests, `gpic collect`).
 DEFAULTS = {"api": "https://api.flickr.com/services/rest/", "api_key_env": "FLICKR_API_KEY", "start": "2004-02-01",
-            "window_days": 7, "size": "url_b", "per_page": 500, "max_results": 4000, "calls_per_hour": 3600}
+            "window_days": 7, "size": "url_l", "per_page": 500, "max_results": 4000, "calls_per_hour": 3600}
 # The top-level `licenses.allow` reaches a collector as `allow` in its section; without it, this.
 DEFAULT_ALLOW = ["CC0-1.0", "PDM-1.0", "public-domain", "CC-BY-[0-9]*"]
-SIZES = ["url_o", "url_k", "url_h", "url_b", "url_c", "url_z"]  # largest first: a missing size falls back rightwards
-EXTRAS = ",".join(["license", "owner_name", "date_upload", "o_dims", *SIZES])
+# The size keys of search's `extras`, largest first, as Flickr's answers name them: the 1024-px
+# rendition is url_l (its file name's suffix is _b; the extras key is not), 800 px url_c, 640 url_z,
+# 500 url_m. A photo without the configured size falls back rightwards (Flickr omits a size larger
+# than the upload, and sizes above 1024 a member may hide).
+SIZES = ["url_o", "url_6k", "url_5k", "url_4k", "url_3k", "url_k", "url_h", "url_l", "url_c", "url_z", "url_m"]
+FIELDS = ["license", "owner_name", "date_upload", "o_dims"]
 # 10: the search API is not available; 105: service currently unavailable; 106: a temporary failure.
 RETRY_CODES = {"10", "105", "106"}
 BURST = 1  # requests evenly spaced at the key's rate: no burst to be throttled for
@@ -90,35 +94,81 @@ def _call(client: ApiClient, api: str, key: str, params: dict, where: str) -> di
     return client.get(api, {**params, "api_key": key, "format": "json", "nojsoncallback": 1}, where)
 
 
-def licence_table(payload: dict, part: str, allow: list[str]) -> tuple[dict[str, list[str]], list[str]]:
-    """(id -> [name, url], the ids whose licence the allowlist admits) from getInfo's answer."""
+def licence_entries(payload: dict, part: str) -> list[tuple[str, str, str]]:
+    """(id, name, url) of each licence in getInfo's answer; an entry without an id is logged and
+    left out, an answer without the list fails the part."""
     listed = payload.get("licenses")
     entries = listed.get("license") if isinstance(listed, dict) else None
     if not isinstance(entries, list):
         raise CollectError(f"flickr {part}: flickr.photos.licenses.getInfo answer has no licenses.license list")
-    table, allowed = {}, []
+    out = []
     for entry in entries:
         if not isinstance(entry, dict) or str(entry.get("id", "")).strip() == "":
             log.warning("flickr %s: getInfo entry without an id ignored: %.200r", part, entry)
             continue
-        license_id, name, url = str(entry["id"]).strip(), str(entry.get("name") or ""), str(entry.get("url") or "")
-        table[license_id] = [name, url]
+        out.append((str(entry["id"]).strip(), str(entry.get("name") or ""), str(entry.get("url") or "")))
+    return out
+
+
+def licence_verdicts(payload: dict, part: str, allow: list[str]) -> list[dict]:
+    """What the licence gate makes of each id getInfo lists, beside what the built-in table
+    (`licenses.FLICKR_IDS`) expects of it: `drift` names a new id, a changed licence, or a name
+    and URL that disagree, so a renamed or added licence is seen before it costs a run."""
+    out = []
+    for license_id, name, url in licence_entries(payload, part):
         canonical, reason = licenses.resolve(name, url)
+        expected = licenses.FLICKR_IDS.get(license_id)
         if canonical is None:
-            log.warning("flickr licence id %s (%r, %r) not collected: %s", license_id, name, url, reason)
-        elif any(fnmatchcase(canonical, pattern) for pattern in allow):
-            allowed.append(license_id)
+            drift = reason
+        elif expected is None:
+            drift = "new id: not in the built-in table"
+        elif canonical != expected:
+            drift = f"changed: the built-in table says {expected}"
+        else:
+            drift = ""
+        allowed = canonical is not None and any(fnmatchcase(canonical, pattern) for pattern in allow)
+        out.append({"id": license_id, "name": name, "url": url, "canonical": canonical or "", "table": expected or "",
+                    "allowed": allowed, "drift": drift})
+    return out
+
+
+def licence_table(payload: dict, part: str, allow: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """(id -> [name, url], the ids whose licence the allowlist admits) from getInfo's answer."""
+    verdicts = licence_verdicts(payload, part, allow)
+    for v in verdicts:
+        if not v["canonical"]:
+            log.warning("flickr licence id %s (%r, %r) not collected: %s", v["id"], v["name"], v["url"], v["drift"])
+    table = {v["id"]: [v["name"], v["url"]] for v in verdicts}
+    allowed = [v["id"] for v in verdicts if v["allowed"]]
     if not allowed:  # an empty `license` parameter would search every licence
         raise CollectError(f"flickr {part}: none of the licences getInfo lists ({len(table)}) is on the allowlist "
                            f"{allow}: nothing to collect")
     return table, sorted(allowed, key=lambda i: (len(i), i))
 
 
+def live_licences(cfg: dict, ctx) -> dict:
+    """getInfo's answer now, with the key and client a collection would use."""
+    cfg = settings(cfg)
+    key = api_key(cfg)
+    client = ctx.client(check=_checker("licences"), secrets=(key,))
+    return _call(client, cfg["api"], key, {"method": "flickr.photos.licenses.getInfo"}, "flickr licences")
+
+
+def ladder(size: str) -> list[str]:
+    """The size keys tried for a photo: the configured one, then each smaller one."""
+    if size not in SIZES:
+        raise ValueError(f"config collect.flickr.size {size!r} is not a size key of Flickr's extras: "
+                         f"choose one of {', '.join(SIZES)}")
+    return SIZES[SIZES.index(size):]
+
+
 def search_params(window: Window, page: int, cfg: dict, allowed: list[str]) -> dict:
-    """flickr.photos.search over [start, end): its upload dates are whole seconds, both ends included."""
+    """flickr.photos.search over [start, end): its upload dates are whole seconds, both ends included.
+    Only the sizes of the ladder are asked for (each is a URL and two numbers per photo)."""
     return {"method": "flickr.photos.search", "license": ",".join(allowed),
             "min_upload_date": int(window.start.timestamp()), "max_upload_date": int(window.end.timestamp()) - 1,
-            "sort": "date-posted-asc", "media": "photos", "extras": EXTRAS, "per_page": cfg["per_page"], "page": page}
+            "sort": "date-posted-asc", "media": "photos", "extras": ",".join([*FIELDS, *ladder(cfg["size"])]),
+            "per_page": cfg["per_page"], "page": page}
 
 
 def _result(payload: dict, where: str) -> tuple[int, int, list]:
@@ -155,7 +205,7 @@ def photo_row(photo, state: dict, cfg: dict, window: str, where: str, retrieved:
            "page_url": f"https://www.flickr.com/photos/{owner}/{pid}/" if owner and pid else "",
            "original_width": _digits(photo.get("o_width")), "original_height": _digits(photo.get("o_height")),
            "window": window}
-    size = next((s for s in SIZES[SIZES.index(cfg["size"]):] if str(photo.get(s) or "").strip()), "")
+    size = next((s for s in ladder(cfg["size"]) if str(photo.get(s) or "").strip()), "")
     if size:
         suffix = size.removeprefix("url_")
         row.update(url=str(photo[size]).strip(), size=size, width=_digits(photo.get(f"width_{suffix}")),
