@@ -268,3 +268,21 @@ def test_wikidata_item_with_its_url_passes_the_gate_and_a_wrong_url_conflicts():
     assert not check("Q20007257", url_of("CC-BY-4.0"), "", ALLOW).ok  # attribution still required
     wrong = check("Q20007257", url_of("CC-BY-NC-4.0"), "Jane Doe", ALLOW)
     assert wrong.reason == "licence conflict: text CC-BY-4.0, url CC-BY-NC-4.0"
+
+
+@pytest.mark.parametrize("attribution,named", [
+    ("This file is lacking author information.", False),  # Commons' {{Information}} banner, as text
+    ("Unknown", False), ("Unknown author", False), ("Unknown authorUnknown author", False),  # {{Unknown|author}}
+    ("unknown photographer", False), ("Anonymous", False), ("Author unknown", False), ("Own work", False),
+    ("Unbekannter Fotograf", False), ("Auteur inconnu", False), ("  ", False), ("?", False),
+    ("Unknown Mortal Orchestra", True), ("Anonymous Master of Chartres", True), ("Own work by Dora", True),
+    ("The original uploader was Elvezio at Italian Wikipedia.", True), ("Jane Unknown", True), ("N/A Studio", True),
+])
+def test_author_is_a_person_or_organisation_not_a_statement_that_there_is_none(attribution, named):
+    from gpic.licenses import author, check
+
+    assert author(attribution) == (" ".join(attribution.split()) if named else "")
+    verdict = check("CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/", attribution, ["CC-BY-4.0"])
+    assert verdict.ok == named
+    if not named and attribution.strip():
+        assert verdict.reason.startswith("licence attribution missing: required by CC-BY-4.0, and ")

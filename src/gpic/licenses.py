@@ -2,9 +2,10 @@
 canonical ids (SPDX where one exists) and decide against the configured allowlist.
 
 Canonical ids: SPDX for Creative Commons (`CC-BY-4.0`, `CC-BY-SA-3.0-DE` for a ported
-licence, `CC0-1.0`) and GFDL; `PDM-1.0` for the Public Domain Mark, `public-domain` for other
-public-domain statements (Flickr "No known copyright restrictions", US Government Work,
-Commons' PD-* templates), `all-rights-reserved`. Anything else is unrecognised."""
+licence, `CC0-1.0`), the GFDL and the Free Art License (`LAL-1.3`); `PDM-1.0` for the Public
+Domain Mark, `public-domain` for other public-domain statements (Flickr "No known copyright
+restrictions", US Government Work, Commons' PD-* templates), `all-rights-reserved`. Anything else
+is unrecognised."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ NAMES = {
     "pdm": "PDM-1.0",
     "cc pdm 1.0": "PDM-1.0",
     "gfdl": "GFDL-1.2-or-later",  # Commons' {{GFDL}}: version 1.2 or any later
+    "gnu free documentation license": "GFDL-1.2-or-later",  # its UsageTerms
+    "public domain mark owner": "PDM-1.0",  # {{PDM-owner}}'s UsageTerms ("Creative Commons ..." cut as noise)
+    "fal": "LAL-1.3",  # the Free Art License (Licence Art Libre), Commons' {{FAL}}
+    "free art license": "LAL-1.3",
+    "fair use": "all-rights-reserved",  # a non-free file used under fair use (local files of Wikipedias)
 }
 # Wikidata items that Commons' structured data names as a file's licence (P275) or copyright
 # status (P6216), as canonical ids. Each id was checked against Wikimedia's own list of licence
@@ -124,14 +130,14 @@ WIKIDATA_ITEM = re.compile(r"^q[1-9][0-9]*$")
 NAMES |= {license_id.lower(): license_id for license_id in (*FLICKR_IDS.values(), *NAMES.values())
           if not license_id.startswith("CC-BY")}
 # A port is two letters, or "igo" (3.0 IGO, for intergovernmental organisations). Commons'
-# multi-version templates ("CC BY-SA 3.0,2.5,2.0,1.0") offer every version listed: the first,
-# the newest, is the one read.
-CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d)(?: ?[,/] ?\d\.\d)*)?(?:[ -]([a-z]{2}|igo))?"
+# multi-version templates ("CC BY-SA 3.0,2.5,2.0,1.0", on older pages "CC-BY-SA-3.0-2.5-2.0-1.0")
+# offer every version listed: the first, the newest, is the one read.
+CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d)(?: ?[,/-] ?\d\.\d)*)?(?:[ -]([a-z]{2}|igo))?"
                      r"(?:[ -]migrated)?$")
 # Flickr's and CC's long names: "Attribution-ShareAlike 4.0", "Attribution NonCommercial ShareAlike 4.0",
 # "Attribution-Share Alike 3.0 de" (a port after the version, as Commons prints ported licences).
 ATTRIBUTION_TEXT = re.compile(r"^attribution((?:[ -](?:noncommercial|sharealike|noderivs))*)[ -](\d\.\d)"
-                              r"(?:[ -]([a-z]{2}|igo))?$")
+                              r"(?:-\d\.\d)*(?:[ -]([a-z]{2}|igo))?$")
 CC_URL = re.compile(r"creativecommons\.org/licenses/(by(?:-(?:nc|nd|sa))*)/(\d\.\d)(?:/([a-z]{2}|igo)(?=/|$))?")
 CC0_URL = re.compile(r"creativecommons\.org/publicdomain/zero/(\d\.\d)")
 PDM_URL = re.compile(r"creativecommons\.org/publicdomain/mark/(\d\.\d)")
@@ -142,6 +148,11 @@ FLICKR_URL = re.compile(r"flickr\.com/commons/usage|usa\.gov/(government-works|g
 # Flickr's id 0 ("All Rights Reserved") points at a help page on using other members' photos.
 RESERVED_URL = re.compile(r"flickrhelp\.com/hc/[^/]+/articles/\d+-using-flickr-images-shared-by-other-members")
 GFDL_URL = re.compile(r"gnu\.org/(?:licenses|copyleft)/fdl")
+LAL_URL = re.compile(r"artlibre\.org/licence/lal")
+# A wiki's page of the file itself (what Wikimedia's APIs give as the licence URL of a file
+# without one): it names no licence, so the text alone decides.
+FILE_PAGE_URL = re.compile(r"^(?:https?:)?//[a-z.-]+\.(?:wikipedia|wikimedia)\.org/wiki/[^/:]+:[^/]+"
+                           r"\.(?:jpe?g|png|gif|svg|tiff?|webp)$")
 NEEDS_ATTRIBUTION = re.compile(r"^CC-BY")
 # What Commons prints where its Artist or Credit field names nobody: {{Unknown|author}},
 # {{Anonymous}}, {{Author missing}}, the {{Information}} banner for an empty author, "Own work"
@@ -173,7 +184,8 @@ def _cc(elements: str, version: str | None, port: str | None) -> str:
 
 def from_url(license_url: str) -> str | None:
     """The licence a URL names (CC deeds, CC0, the PD Mark, Commons' PD templates, Flickr's and
-    the US government's public-domain pages, the GFDL), or None."""
+    the US government's public-domain pages, Flickr's all-rights-reserved help page, the GFDL,
+    the Free Art License), or None."""
     url = license_url.strip().lower()
     if m := CC_URL.search(url):
         return _cc(m.group(1), m.group(2), m.group(3))
@@ -187,6 +199,8 @@ def from_url(license_url: str) -> str | None:
         return "GFDL-1.2-or-later"
     if RESERVED_URL.search(url):
         return "all-rights-reserved"
+    if LAL_URL.search(url):
+        return "LAL-1.3"
     return None
 
 
@@ -248,7 +262,7 @@ def _agree(a: str, b: str) -> str | None:
 
 def url_of(license_id: str) -> str:
     """The canonical URL of a canonical id (CC deed with version and port, CC0, the PD Mark, the
-    GFDL), which `resolve` reads back as the same licence; '' for ids without one
+    GFDL, the Free Art License), which `resolve` reads back as the same licence; '' for ids without one
     (public-domain, all-rights-reserved). A collector that knows the licence but not its URL
     (Commons' structured data) writes this one, so text and URL always agree."""
     if license_id in ("public-domain", "all-rights-reserved"):
@@ -257,6 +271,8 @@ def url_of(license_id: str) -> str:
         return f"https://creativecommons.org/publicdomain/{'zero' if m.group(1) == 'CC0' else 'mark'}/{m.group(2)}/"
     if license_id == "GFDL-1.2-or-later":
         return "https://www.gnu.org/copyleft/fdl.html"
+    if license_id == "LAL-1.3":
+        return "https://artlibre.org/licence/lal/en/"
     elements, version, port = _base(license_id)
     if not version or version == UNVERSIONED:
         raise ValueError(f"no canonical URL for licence {license_id!r}")
@@ -273,6 +289,8 @@ def resolve(license_text: str, license_url: str = "") -> tuple[str | None, str]:
     when both are given and they differ, or one of them cannot be read, the record is a
     conflict and never takes the permissive side. One that is empty leaves the other to decide."""
     text, url = license_text.strip(), license_url.strip()
+    if FILE_PAGE_URL.match(url.lower()):
+        url = ""
     by_text, by_url = from_text(text) if text else None, from_url(url) if url else None
     if text and url:
         if by_text and by_url and (agreed := _agree(by_text, by_url)):

@@ -137,7 +137,7 @@ class FakeCommons:
 @pytest.fixture
 def server():
     """Start a fake Commons API; yields (FakeCommons factory, api URL). The factory sets the
-    wiki the running server answers from."""
+    wiki the running server answers from (or takes another object with `answer(params)`)."""
     state = {"wiki": FakeCommons()}
 
     class Handler(BaseHTTPRequestHandler):
@@ -162,8 +162,8 @@ def server():
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
 
-    def use(**kwargs) -> FakeCommons:
-        state["wiki"] = FakeCommons(**kwargs)
+    def use(wiki=None, **kwargs) -> FakeCommons:
+        state["wiki"] = wiki or FakeCommons(**kwargs)
         return state["wiki"]
 
     yield use, f"http://127.0.0.1:{httpd.server_address[1]}/w/api.php"

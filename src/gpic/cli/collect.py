@@ -80,14 +80,12 @@ def _print_live_licences(collector: str, cfg: dict) -> None:
     except (CollectError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print("id\tname\turl\tgate\ttable\tsearched\tdrift", markup=False)
+    typer.echo("id\tname\turl\tgate\ttable\tsearched\tdrift")
     for v in verdicts:
-        console.print("\t".join([v["id"], printable(v["name"]), printable(v["url"]), v["canonical"] or "-",
-                                 v["table"] or "-", "yes" if v["allowed"] else "no", printable(v["drift"]) or "ok"]),
-                      markup=False, soft_wrap=True)
+        typer.echo("\t".join([v["id"], printable(v["name"]), printable(v["url"]), v["canonical"] or "-",
+                              v["table"] or "-", "yes" if v["allowed"] else "no", printable(v["drift"]) or "ok"]))
     drifted = [v["id"] for v in verdicts if v["drift"]]
-    console.print(f"{len(verdicts)} licences, {len(drifted)} drifted" + (f": ids {', '.join(drifted)}" if drifted
-                                                                          else ""), markup=False)
+    typer.echo(f"{len(verdicts)} licences, {len(drifted)} drifted" + (f": ids {', '.join(drifted)}" * bool(drifted)))
     if drifted:
         raise typer.Exit(1)
 
@@ -104,14 +102,14 @@ def _print_licence_report(collector: str, out: Path) -> None:
                       soft_wrap=True)
         raise typer.Exit(2)
     counts = licence_counts(collect.part_files(summary))
-    console.print(f"{collector}: {counts['rows']} rows ({counts['refused']} refused by the collector), "
-                  f"{len(counts['pairs'])} distinct licence strings", markup=False)
-    console.print("\nper canonical id:", markup=False)
+    typer.echo(f"{collector}: {counts['rows']} rows ({counts['refused']} refused by the collector), "
+               f"{len(counts['pairs'])} distinct licence strings")
+    typer.echo("\nper canonical id:")
     for license_id, n in counts["canonical"].most_common():
-        console.print(f"{n}\t{license_id}", markup=False)
-    console.print("\nper licence string (rows, text, url):", markup=False)
+        typer.echo(f"{n}\t{license_id}")
+    typer.echo("\nper licence string (rows, text, url):")
     for (text, url), n in counts["pairs"].most_common():
-        console.print(f"{n}\t{printable(text) or '-'}\t{printable(url) or '-'}", markup=False, soft_wrap=True)
-    console.print(f"\nunreadable ({len(counts['unreadable'])}):", markup=False)
+        typer.echo(f"{n}\t{printable(text) or '-'}\t{printable(url) or '-'}")
+    typer.echo(f"\nunreadable ({len(counts['unreadable'])}):")
     for (text, url), reason in sorted(counts["unreadable"].items(), key=lambda kv: -counts["pairs"][kv[0]]):
-        console.print(f"{counts['pairs'][(text, url)]}\t{printable(reason)}", markup=False, soft_wrap=True)
+        typer.echo(f"{counts['pairs'][(text, url)]}\t{printable(reason)}")

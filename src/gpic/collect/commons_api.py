@@ -209,7 +209,7 @@ def _row(page: dict, where: str, window: Window | None, thumb_width: int, retrie
         moment = as_datetime(uploaded) if uploaded else None
     except ValueError:
         moment = None
-    if moment is None:
+    if moment is None and (uploaded or window):  # a category's files need no upload time to be placed
         problems.append(f"bad imageinfo.timestamp {uploaded[:40]!r}" if uploaded else "missing imageinfo.timestamp")
     elif window and not window.contains(moment):
         return None
@@ -240,7 +240,9 @@ def _row(page: dict, where: str, window: Window | None, thumb_width: int, retrie
     if isinstance(extmetadata, dict) and not (license_text or license_url):
         problems.append("no licence in extmetadata (LicenseShortName, UsageTerms, LicenseUrl)")
     artist, credit = html_to_text(meta("Artist")), html_to_text(meta("Credit"))
-    attribution = licenses.author(artist) or licenses.author(credit)
+    # Credit is the file's source (a museum's inventory number, "digitized by ..."): it stands in
+    # for an absent Artist, but not for an Artist that says the author is unknown or missing.
+    attribution = licenses.author(artist) if artist else licenses.author(credit)
     row |= {"license": license_text, "license_url": license_url, "license_short_name": short_name,
             "usage_terms": usage_terms, "artist": artist, "attribution": attribution}
     needs_author = meta("AttributionRequired").strip().lower() == "true" or bool(
@@ -254,6 +256,6 @@ def _row(page: dict, where: str, window: Window | None, thumb_width: int, retrie
     elif needs_author and not attribution:
         said = f" (Artist: {artist[:80]!r})" if artist else ""
         row[REASON] = f"collect: attribution required but no author{said}"
-    elif not mime.startswith("image/"):
-        row[REASON] = f"collect: not an image: {mime or '(no MIME type)'}"
+    elif mime and not mime.startswith("image/"):  # absent, the fetch stage's decode decides
+        row[REASON] = f"collect: not an image: {mime}"
     return row
