@@ -120,6 +120,16 @@ LICENCES = [
     ("", "https://commons.wikimedia.org/wiki/Template:PD-USGov-NASA", "public-domain"),
     ("GFDL", "http://www.gnu.org/copyleft/fdl.html", "GFDL-1.2-or-later"),
     ("GFDL", "", "GFDL-1.2-or-later"),
+    # named in issue 31 from real records; tests/collect/real/ holds those that were found again
+    ("PD", "", "public-domain"),
+    ("PDM-Owner", "", "PDM-1.0"),
+    ("cc 0", "", "CC0-1.0"),
+    ("Creative Commons Attribution-Share Alike 3.0 de", "https://creativecommons.org/licenses/by-sa/3.0/de/",
+     "CC-BY-SA-3.0-DE"),
+    ("Attribution NonCommercial ShareAlike 4.0 International", "", "CC-BY-NC-SA-4.0"),
+    ("All Rights Reserved", "https://www.flickrhelp.com/hc/en-us/articles/10710266545556-Using-Flickr-images-shared-"
+                            "by-other-members", "all-rights-reserved"),
+    ("United States Government Work", "https://www.usa.gov/government-copyright", "public-domain"),
     # one side empty: the other decides
     ("", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
     ("", "https://creativecommons.org/publicdomain/mark/1.0/", "PDM-1.0"),
