@@ -1,9 +1,21 @@
 # GPIC: permissively licensed web images -> a captioned, deduplicated, packed image-text corpus.
 # Stages, their data contracts and the results layout: docs/architecture.md; each job is one .smk file.
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# Every job imports gpic from this checkout, whichever environment runs it (workflow/envs/):
+# a job runs the code of the workflow that scheduled it.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        filter(
+            None, [os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")]
+        )
+    )
+)
 
 
 configfile: "config.yaml"
@@ -24,6 +36,12 @@ include: "workflow/rules/provenance.smk"
 include: "workflow/rules/publish.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"
+
+
+# The default target only gathers; every other job reads or writes enough to belong on a node
+# (publish hashes every packed file, report reads every index).
+localrules:
+    all,
 
 
 rule all:

@@ -71,13 +71,55 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_environment_yml_matches_pyproject():
+def _pip(path: Path) -> list[str]:
+    env = yaml.safe_load(path.read_text())
+    return next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+
+ENVS = REPO / "workflow" / "envs"
+# What each vLLM release requires of the packages it runs on (its wheel's Requires-Dist):
+# raise vllm in workflow/envs/gpu.yaml only together with these.
+VLLM_REQUIRES = {"0.34.0": {"torch": "==2.14.0", "torchvision": "==0.29.0", "transformers": ">=5.16.1,<5.23.0"}}
+GPU_RULES = {"assess", "caption", "eval_reference"}
+
+
+def test_the_environments_match_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    listed = [p for p in pip if not p.startswith("-e")]
-    assert sorted(map(str.lower, listed)) == sorted(map(str.lower, project))
-    assert {_name(p) for p in listed} == {_name(p) for p in project}
+    runner = [p for p in project if _name(p).startswith("snakemake")]
+    # the jobs need gpic's dependencies, not Snakemake; the driver needs Snakemake, at the same ranges
+    assert sorted(_pip(ENVS / "cpu.yaml")) == sorted(p for p in project if p not in runner)
+    assert set(runner) <= set(_pip(REPO / "environment.yml"))
+    gpu = {_name(p): p for p in _pip(ENVS / "gpu.yaml")}
+    assert set(gpu) == {_name(p) for p in project if p not in runner} | {"vllm"}
+    assert {name: gpu[name] for name in gpu if name not in ("vllm", "torch", "torchvision", "transformers")} == {
+        _name(p): p for p in project if p not in runner and _name(p) not in ("torch", "torchvision", "transformers")}
+
+
+def test_the_gpu_environment_pins_vllm_with_the_torch_its_release_requires():
+    from packaging.specifiers import SpecifierSet
+
+    gpu = {_name(p): p for p in _pip(ENVS / "gpu.yaml")}
+    version = gpu["vllm"].removeprefix("vllm==")
+    assert version in VLLM_REQUIRES, f"vllm {version}: add its requirements to VLLM_REQUIRES from its wheel"
+    for name, spec in VLLM_REQUIRES[version].items():
+        assert SpecifierSet(gpu[name].removeprefix(name)) == SpecifierSet(spec), name
+    production = load_config(REPO / "config" / "production.yaml")
+    assert production["caption"]["backend"] == "vllm"
+
+
+def test_every_rule_runs_in_an_environment_of_workflow_envs():
+    rules = {}
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.MULTILINE):
+            env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
+            rules[name] = (smk.parent / env.group(1)).resolve() if env else None
+    assert len(rules) >= 11 and all(rules.values()), [name for name, env in rules.items() if not env]
+    assert all(env.is_file() and env.parent == ENVS for env in rules.values())
+    assert {name for name, env in rules.items() if env.name == "gpu.yaml"} == GPU_RULES
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["software-deployment-method"] == "conda"
+    assert set(profile["set-resources"]) >= GPU_RULES and all(
+        profile["set-resources"][rule]["slurm_partition"] == "h100" for rule in GPU_RULES)
 
 
 def test_tier_order_does_not_depend_on_the_config_mapping():

@@ -14,7 +14,8 @@ review tools and the benchmarks name files only through this module.
       packed/{split}/gpic_{split}_{NNNNN}.tar     pack (webdataset) + .parquet index per tar
       packed/README.md, SHA256SUMS                publish
       provenance/{shard}.parquet                  final state of every key
-      done/{job}/{block}.json                     one stamp per block job (what Snakemake tracks)
+      done/{job}/{block}.json                     one stamp per block job (what Snakemake tracks),
+                                                  recording the files it wrote (size, sha256)
       eval/fd_dinov2_test.npz, eval/test/         FD-DINOv2 reference statistics (+ per shard);
         fid_inception_test.npz, test_inception/   FID's, from `gpic fd-reference --features inception`
       report/index.html, cost.json                run report and cost figures
@@ -164,6 +165,14 @@ class ShardFiles:
 
     def packed(self, split: str, number: str) -> tuple[Path, Path]:
         return self.layout.packed(split, number, "tar"), self.layout.packed(split, number, "parquet")
+
+    def written_by(self, job: str) -> list[Path]:
+        """The files of this shard that a block job writes: what its stamp records and `gpic
+        status` checks (train shard i is packed from raw shard i)."""
+        return {"prepare": lambda: [self.raw, self.table("fetch"), self.table("filter")],
+                "assess": lambda: [self.table("judge"), self.table("embed")],
+                "caption": lambda: [self.table("captions"), *self.packed("train", self.shard)],
+                "provenance": lambda: [self.table("provenance")]}[job]()
 
 
 RESULTS_LAYOUT = Layout()  # the default results folder of the workflow and the commands

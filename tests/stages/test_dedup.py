@@ -433,3 +433,23 @@ def test_bench_dedup_hard_negatives_sit_just_below_the_threshold(tmp_path, margi
     assert _recall(found, copies) == (1.0, false_pairs)
     assert _recall(found, negatives)[0] == (margin > 0)
 
+
+
+@pytest.mark.parametrize("index", ["flat", "ivf"])
+def test_a_shard_with_nothing_embedded_between_others_is_decided_around(tmp_path, index):
+    """A shard whose every fetch failed has no descriptor (a host down for a whole shard):
+    the shards around it are still searched, and a copy across it still found."""
+    x = unit(np.random.default_rng(6), 8)
+    tables = {"00000": embed_table(["a0", "a1", "a2", "a3"], x[:4]),
+              "00001": embed_table([], []),
+              "00002": embed_table(["c0", "c1"], np.concatenate([near(np.random.default_rng(7), x[:1], 0.97), x[5:6]]))}
+    tables["00001"].loc[0] = {"key": "f0", "embed_status": "failed", "embed_reason": "fetch failed"}
+    paths = {}
+    for shard, table in tables.items():
+        paths[shard] = str(tmp_path / "embed" / f"{shard}.parquet")
+        write_table(table, paths[shard])
+    out = {s: str(tmp_path / "dedup" / f"{s}.parquet") for s in tables}
+    cfg = {**CFG, "index": index, "nlist": 2, "nprobe": 2}
+    assert dedup_corpus(paths, cfg, tmp_path / "decisions.parquet", out) == 6
+    decisions = read_table(tmp_path / "decisions.parquet").set_index("key")
+    assert decisions.loc["c0", "duplicate_of"] == "a0" and len(read_table(out["00001"])) == 0

@@ -201,11 +201,11 @@ def test_a_killed_caption_job_resumes_from_its_part_files(run, vlm, tmp_path, mo
     assert not (tmp_path / "captions.parquet.parts").exists()
 
 
-def test_vllm_backend_without_vllm_names_the_extra(tiny_models):
+def test_vllm_backend_without_vllm_names_the_environment_that_has_it(tiny_models):
     try:
         import vllm  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match=r"gpic\[vllm\]"):
+        with pytest.raises(ImportError, match=r"workflow/envs/gpu.yaml"):
             load_model({"caption": {"backend": "vllm", "model": str(tiny_models["vlm"]), "max_pixels": None,
                                     "device": "cpu"}})
     else:

@@ -212,18 +212,18 @@ def test_an_index_without_samples_has_the_schema_of_every_index(tmp_path):
         assert tar.getmembers() == []
 
 
-def write_block(root, captions: dict[str, str]) -> Layout:
+def write_block(root, captions: dict[str, str], fetched_at="t", retrieved_at="x") -> Layout:
     """Shards 00000-00001 with keys k0 (train), k1 (val), k2 (test), k3 (val, caption failed)."""
     layout = Layout(root)
     splits = {"k0": "train", "k1": "val", "k2": "test", "k3": "val"}
     for shard in ("00000", "00001"):
         keys = [f"{shard}-{k}" for k in splits]
         files = layout.shard(shard)
-        write_table(pd.DataFrame({"key": keys, "split": list(splits.values()),
-                                  **{c: "x" for c in MANIFEST_FIELDS if c not in ("key", "split")}}),
+        write_table(pd.DataFrame({"key": keys, "split": list(splits.values()), "retrieved_at": retrieved_at,
+                                  **{c: "x" for c in MANIFEST_FIELDS if c not in ("key", "split", "retrieved_at")}}),
                     files.table("manifests"))
         write_table(pd.DataFrame({"key": keys, "sha256": [f"h{k}" for k in keys], "raw_member": "m",
-                                  "fetched_at": "t", "license_id": "CC0-1.0"}), files.table("fetch"))
+                                  "fetched_at": fetched_at, "license_id": "CC0-1.0"}), files.table("fetch"))
         write_table(pd.DataFrame({"key": keys, "width": 300, "height": 200}), files.table("filter"))
         write_table(pd.DataFrame({"key": keys, "caption_status": ["ok", "ok", "ok", "failed"],
                                   **{level: [captions.get(k, "a photo") for k in splits] for level in LEVELS},
@@ -243,3 +243,13 @@ def test_the_heldout_digest_follows_the_val_and_test_samples_only(tmp_path):
     assert val_changed["val"] != first["val"] and val_changed["test"] == first["test"]
     write_heldout_digest(write_block(tmp_path / "e", {}), "00000-00001", tmp_path / "d.json")
     assert json.loads((tmp_path / "d.json").read_text()) == {"block": "00000-00001", **first}
+
+
+def test_a_refetch_changes_the_heldout_digest_only_where_the_fetch_time_is_the_records_time(tmp_path):
+    """A digest covers what the held-out samples carry: `retrieved_at` is the manifest's time,
+    or the fetch time where the manifest has none."""
+    first = heldout_digest(write_block(tmp_path / "a", {}), "00000-00001")
+    assert heldout_digest(write_block(tmp_path / "b", {}, fetched_at="later"), "00000-00001") == first
+    bare = heldout_digest(write_block(tmp_path / "c", {}, retrieved_at=""), "00000-00001")
+    assert bare != first
+    assert heldout_digest(write_block(tmp_path / "d", {}, fetched_at="later", retrieved_at=""), "00000-00001") != bare

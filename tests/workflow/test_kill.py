@@ -69,3 +69,9 @@ def test_killed_in_every_stage_the_workflow_resumes_to_the_same_outputs(tiny_mod
     killed, clean = contents(work / "results-killed"), contents(work / "results")
     assert len(clean) > 50 and killed.keys() == clean.keys()
     assert [name for name in clean if killed[name] != clean[name]] == []
+    # the held-out digests cover what the val/test samples carry, not when the bytes were fetched:
+    # a resumed run that fetched again repacks no held-out bucket
+    heldout = work / "results" / "captions" / "heldout"
+    digests = {p.name: p.read_bytes() for p in heldout.glob("*.json")}
+    assert digests and digests == {p.name: p.read_bytes() for p in (work / "results-killed" / heldout.relative_to(
+        work / "results")).glob("*.json")}

@@ -11,7 +11,7 @@ rule assess:
     benchmark:
         path(R.benchmark("assess", "{block}"))
     conda:
-        "../../environment.yml"
+        "../envs/gpu.yaml"
     threads: model_threads("judge")
     resources:
         mem_mb=24000,

@@ -12,7 +12,7 @@ rule caption:
     benchmark:
         path(R.benchmark("caption", "{block}"))
     conda:
-        "../../environment.yml"
+        "../envs/gpu.yaml"
     threads: model_threads("caption")
     resources:
         mem_mb=24000,

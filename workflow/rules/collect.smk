@@ -9,7 +9,7 @@ rule collect:
     benchmark:
         path(R.benchmark("collect", "{collector}"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     resources:
         # Pages are written as they arrive: memory is one answer or one dump page.
         mem_mb=2000,

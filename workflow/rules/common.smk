@@ -6,6 +6,7 @@
 
 from gpic.identity import shard_name
 from gpic.layout import Layout, block_names, block_shards, bucket_of, bucket_range
+from gpic.review.cost import report_settings
 
 R = Layout()
 if not config["sources"] and not config["collect"]["collectors"]:

@@ -13,7 +13,7 @@ rule dedup:
     benchmark:
         path(R.benchmark("dedup", "dedup"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     threads: 2
     resources:
         mem_mb=32000,

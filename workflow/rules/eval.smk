@@ -11,7 +11,7 @@ rule eval_reference:
     benchmark:
         path(R.benchmark("eval", "reference"))
     conda:
-        "../../environment.yml"
+        "../envs/gpu.yaml"
     threads: model_threads("eval")
     resources:
         mem_mb=16000,

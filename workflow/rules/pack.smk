@@ -11,7 +11,7 @@ rule pack_heldout:
     benchmark:
         path(R.benchmark("pack", "{split}_{bucket}"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     resources:
         mem_mb=8000,
         runtime=60,

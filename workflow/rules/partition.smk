@@ -12,7 +12,7 @@ rule partition:
     benchmark:
         path(R.benchmark("partition", "partition"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     # Keying processes: reading and spreading rows in the main one (~10 us a row) is the pace,
     # each keying process does ~10 us a row, so four keep up with room to spare.
     threads: 4

@@ -10,7 +10,7 @@ rule prepare:
     benchmark:
         path(R.benchmark("prepare", "{block}"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         mem_mb=4000,

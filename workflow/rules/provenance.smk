@@ -10,7 +10,7 @@ rule provenance:
     benchmark:
         path(R.benchmark("provenance", "{block}"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     resources:
         mem_mb=4000,
         runtime=10 * PER_JOB,

@@ -9,8 +9,10 @@ rule publish:
         sums=path(R.checksums),
     log:
         path(R.log("publish", "publish")),
+    benchmark:
+        path(R.benchmark("publish", "publish"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     resources:
         mem_mb=4000,
         runtime=60,

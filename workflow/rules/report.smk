@@ -7,16 +7,23 @@ rule report:
         path(R.checksums),
         path(R.reference),
     output:
-        page=path(R.report),
+        page=report(
+            path(R.report),
+            caption="../report/run.rst",
+            category="Run report",
+        ),
         cost=path(R.cost),
     log:
         path(R.log("report", "report")),
+    benchmark:
+        path(R.benchmark("report", "report"))
     conda:
-        "../../environment.yml"
+        "../envs/cpu.yaml"
     resources:
         mem_mb=8000,
         runtime=60,
     params:
-        config=config,
+        # Only the sections the report and cost figures read: another change reruns nothing here.
+        config=report_settings(config),
     script:
         "../scripts/report.py"

@@ -106,12 +106,43 @@ def _dry_run(work: Path) -> tuple[float, dict[str, int]]:
 
 
 def rebuild(outputs: tuple[Path, Path]) -> None:
-    """What captioning a block again does to its outputs: a stamp with new content (it records
-    what the job made and when; Snakemake compares checksums, so a touch alone reruns nothing),
-    and its held-out digest written again, newer but the same when no val/test sample changed."""
+    """What captioning a block again to other outputs does: a stamp with new content (it
+    records the files the job wrote; Snakemake compares checksums, so a touch alone reruns
+    nothing), and its held-out digest written again, newer but the same when no val/test sample
+    changed."""
     stamp, heldout = outputs
     stamp.write_text(json.dumps({"rebuilt": time.time_ns()}))
     heldout.write_bytes(heldout.read_bytes())
+
+
+def damage_scan(shards: int, per_job: int) -> dict[str, float | int]:
+    """Seconds `gpic status` takes to check every file the block jobs' stamps record (size and
+    time, not content), on stamps written by `gpic.jobs.write_stamp` over empty files: what a
+    check of damage at DAG time would add to every `snakemake` command."""
+    from gpic.config import validate_config
+    from gpic.jobs import write_stamp
+    from gpic.layout import JOBS, block_shards
+    from gpic.review.status import status
+
+    config = validate_config({"sources": ["unused.csv"], "shards": shards, "shards_per_job": per_job,
+                              **{stage: {"model": "m"} for stage in ("judge", "embed", "caption")}})
+    with tempfile.TemporaryDirectory() as tmp:
+        layout, files = Layout(Path(tmp)), 0
+        for job in JOBS:
+            layout.stamps(job).mkdir(parents=True)
+            for block in block_names(shards, per_job):
+                for shard in block_shards(block):
+                    for path in layout.shard(shard).written_by(job):
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.touch()
+                        files += 1
+                write_stamp(layout.stamp(job, block), job, block, {}, layout)
+        start = time.perf_counter()
+        rows = status(Path(tmp), config)
+        seconds = time.perf_counter() - start
+    if any(row["damaged"] for row in rows):
+        raise RuntimeError("the damage scan found damage in an intact tree")
+    return {"damage_scan_s": seconds, "damage_scan_files": files}
 
 
 def bench_dag(shards: int = 8000, per_job: int = 10, baseline_per_job: int = 1) -> dict[str, float | int]:
@@ -139,6 +170,7 @@ def bench_dag(shards: int = 8000, per_job: int = 10, baseline_per_job: int = 1) 
             if stale.get("provenance", 0) < len(rebuilt) or not stale.get("report"):
                 raise RuntimeError(f"{label}: rebuilding {len(rebuilt)} caption blocks left {stale} stale; "
                                    "at least their provenance and the report must rerun")
+    figures.update(damage_scan(shards, per_job))
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
     figures["ratio"] = figures["baseline_empty_s"] / figures["ours_empty_s"]
     return figures

@@ -69,13 +69,14 @@ from gpic.bench import REPO
 from gpic.config import Config, load_config
 from gpic.contracts import HELD_OUT, LEVELS
 from gpic.identity import config_hash, file_sha256, shard_name
+from gpic.jobs import write_stamp
 from gpic.layout import Layout, block_names, block_shards
 from gpic.stages import dedup, pack, provenance
 from gpic.stages import judge as judging
 from gpic.stages.fetch import fetch_params
 from gpic.stages.filter import COLUMNS as FILTER_COLUMNS
 from gpic.stages.filter import scores_hash
-from gpic.store import TarWriter, atomic_path, read_table, stamp, write_json, write_table
+from gpic.store import TarWriter, read_table, stamp, write_json, write_table
 
 STEPS = ("partition", "dedup", "summary", "publish", "verify", "report", "cost", "status")
 TARGET_KEYS = 110_000_000
@@ -629,13 +630,6 @@ def _counts(column: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in column.value_counts().sort_index().items()}
 
 
-def _stamp(layout: Layout, job: str, block: str, counts: dict, seconds: float) -> None:
-    """The block job's stamp, as gpic.jobs.write_stamp writes it."""
-    record = {"stage": job, "block": block, "seconds": round(seconds, 3), "shards": counts}
-    with atomic_path(layout.stamp(job, block)) as tmp:
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-
-
 def _benchmark(path: Path, seconds: float, cpu_s: float, rss_mb: float) -> None:
     """One Snakemake `benchmark:` file (the columns Snakemake writes)."""
     clock = time.strftime("%H:%M:%S", time.gmtime(seconds))
@@ -656,12 +650,12 @@ def synthesize_assessed(layout: Layout, cfg: Config, seed: int, pools: Pools) ->
     synth = Synthesizer(layout, cfg, seed, pools)
     previous = None
     for block in synth.blocks:
-        started, prepared, assessed, keys = time.time(), {}, {}, 0
+        prepared, assessed, keys = {}, {}, 0
         for shard in block_shards(block):
             prepared[shard], assessed[shard], previous = synth.prepare_assess(int(shard), previous)
             keys += sum(prepared[shard]["fetch"].values())
-        _stamp(layout, "prepare", block, prepared, time.time() - started)
-        _stamp(layout, "assess", block, assessed, time.time() - started)
+        write_stamp(layout.stamp("prepare", block), "prepare", block, prepared, layout)
+        write_stamp(layout.stamp("assess", block), "assess", block, assessed, layout)
         _block_benchmark(layout, "prepare", block, keys)
         _block_benchmark(layout, "assess", block, sum(sum(c["judge"].values()) for c in assessed.values()))
     return synth
@@ -672,10 +666,10 @@ def synthesize_captioned(synth: Synthesizer) -> None:
     provenance of every shard, with the caption and provenance stamps and benchmark files."""
     layout, cfg = synth.layout, synth.cfg
     for block in synth.blocks:
-        started, counts = time.time(), {}
+        counts = {}
         for shard in block_shards(block):
             counts[shard] = synth.captions(int(shard))
-        _stamp(layout, "caption", block, counts, time.time() - started)
+        write_stamp(layout.stamp("caption", block), "caption", block, counts, layout)
         _block_benchmark(layout, "caption", block, sum(sum(c["caption"].values()) for c in counts.values()))
     for split in HELD_OUT:
         for bucket in range(cfg["splits"][f"{split}_shards"]):
@@ -683,11 +677,11 @@ def synthesize_captioned(synth: Synthesizer) -> None:
             synth.count_packed(index)
             _block_benchmark(layout, "pack", f"{split}_{shard_name(bucket)}", len(index))
     for block in synth.blocks:
-        started, counts, keys = time.time(), {}, 0
+        counts, keys = {}, 0
         for shard in block_shards(block):
             table = provenance.run(layout.shard(shard), cfg)
             counts[shard], keys = _counts(table["state"]), keys + len(table)
-        _stamp(layout, "provenance", block, counts, time.time() - started)
+        write_stamp(layout.stamp("provenance", block), "provenance", block, counts, layout)
         _block_benchmark(layout, "provenance", block, keys)
 
 

@@ -70,6 +70,8 @@ def bench_dag(shards: int = 8000, per_job: int = 10, baseline_per_job: int = 1) 
                       str(figures[f"{label}_stale_jobs"]),
                       f"{figures[f'{label}_stale_provenance']} for {figures[f'{label}_stale_blocks']} rebuilt blocks")
     console.print(table)
+    console.print(f"damage scan (gpic status over {figures['damage_scan_files']} recorded files): "
+                  f"{figures['damage_scan_s']:.1f} s, which a check at DAG time would add to every snakemake command")
     if figures["slurm_probe_s"] > 1:
         console.print(f"[yellow]every snakemake command here also waits {figures['slurm_probe_s']:.1f} s for the "
                       "SLURM plugin's `scontrol show config` (no controller answers); left out above[/yellow]")

@@ -386,8 +386,8 @@ class VllmModel:
     """The same interface on vLLM's offline engine, for GPU nodes. All prompts of a batch
     (images x levels) go to one `LLM.generate`; the image comes first in every prompt, so
     with prefix caching the four levels of an image share its encoding and prefix.
-    vLLM is an optional extra (`pip install 'gpic[vllm]'` on a GPU node image, with the torch
-    build vLLM wants); nothing else imports it."""
+    vLLM lives in the GPU jobs' environment (workflow/envs/gpu.yaml, with the torch its release
+    requires); nothing else imports it."""
 
     LOGPROBS = 20  # vLLM's default max_logprobs
 
@@ -396,8 +396,8 @@ class VllmModel:
         try:
             from vllm import LLM
         except ImportError as exc:
-            raise ImportError(f"caption backend 'vllm' needs the vllm package (pip install 'gpic[vllm]' on a GPU "
-                              f"node): {exc}") from None
+            raise ImportError(f"backend 'vllm' needs the vllm package: run the job in workflow/envs/gpu.yaml "
+                              f"(the SLURM profile deploys it): {exc}") from None
         from transformers import AutoProcessor
 
         self.path = Path(path).expanduser()

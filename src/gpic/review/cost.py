@@ -48,6 +48,13 @@ JOBS = [
 ]
 
 
+def report_settings(config: Config) -> dict:
+    """The parts of the config the report and these figures read (the report rule's params):
+    the sizes, tiers, prices and fetch settings, and the device of each model stage."""
+    return {**{key: config[key] for key in ("shards", "tiers", "cost", "fetch")},
+            **{job.resource: {"device": config[job.resource]["device"]} for job in JOBS if job.resource != "cpu"}}
+
+
 def rows(results: Path, patterns: tuple[str, ...]) -> int:
     return sum(pq.read_metadata(p).num_rows for pattern in patterns for p in glob.glob(str(results / pattern)))
 

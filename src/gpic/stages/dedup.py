@@ -176,7 +176,9 @@ def build_index(chunks: Chunks, n: int, dim: int, cfg: DedupConfig) -> faiss.Ind
 def descriptor_pairs(chunks: Chunks, n: int, cfg: DedupConfig) -> Edges:
     """Pairs at or above the cosine threshold: one pass adds the shards to the index, a
     second searches each shard against it."""
-    dim = next((c.shape[1] for c in chunks() if len(c)), 0)
+    full = chunks
+    chunks = lambda: (c for c in full() if len(c))  # noqa: E731 (a shard with no descriptor is (0, 0): no dimension)
+    dim = next((c.shape[1] for c in chunks()), 0)
     if not dim:
         return _unique_pairs([], [], [], n)
     if index_kind(n, cfg) == "ivfpq":

@@ -66,10 +66,14 @@ def heldout_digest(layout: Layout, block: str) -> dict:
     """What a block gives the held-out shards: per split, the row count and a sha256 of every
     field its val/test samples carry. The held-out packing depends on these digests rather
     than on the caption job's stamp, so a block captioned again with its held-out samples
-    unchanged (most keys are train) reruns only its own provenance, not a whole bucket's."""
+    unchanged (most keys are train) reruns only its own provenance, not a whole bucket's. The
+    fetch time counts only where it is the record's `retrieved_at` (a manifest without one): a
+    refetch of the same bytes changes nothing a sample carries."""
     out = {}
     for split in HELD_OUT:
         rows = pd.concat([sample_rows(shard_inputs(layout.shard(s)), split) for s in block_shards(block)])
+        rows["retrieved_at"] = rows["retrieved_at"].where(rows["retrieved_at"] != "", rows["fetched_at"])
+        rows = rows.drop(columns="fetched_at")
         rows = rows.sort_values("key")[sorted(rows.columns)].astype(str)
         digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
         out[split] = {"rows": int(len(rows)), "sha256": digest}
