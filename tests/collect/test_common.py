@@ -23,10 +23,10 @@ from gpic.collect.common import (
     collect_part,
     html_to_text,
     require_user_agent,
-    retry_after,
     windows,
 )
 from gpic.config import validate_config
+from gpic.http import retry_after
 from gpic.stages import partition
 
 UA = "gpic-test/0 (test@example.org)"

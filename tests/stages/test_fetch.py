@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from gpic.bench.fetch import make_certificates
 from gpic.cli import app
 from gpic.config import ConfigError, validate_config
-from gpic.stages.fetch import CheckedHTTPSConnection, Fetcher, FetchError, fetch_shard, parse_networks, resolve, sniff
+from gpic.http import CheckedHTTPSConnection, Refused, parse_networks, resolve
+from gpic.stages.fetch import Fetcher, FetchError, fetch_shard, sniff
 from gpic.stages.partition import partition
 from gpic.store import read_table, read_tar, write_tar
 
@@ -443,7 +444,7 @@ def test_loopback_refused_unless_allowed(tmp_path, base_config, server):
                                   "ff02::1", "fe80::1", "fc00::1", "fec0::1", "0.0.0.0", "255.255.255.255",
                                   "64:ff9b::a00:1", "2002:7f00:1::1"])
 def test_addresses_that_are_not_globally_routable_are_refused(host):
-    with pytest.raises(FetchError, match="non-public address"):
+    with pytest.raises(Refused, match="non-public address"):
         resolve(host, 80, ())
     resolve(host, 80, parse_networks(["0.0.0.0/0", "::/0"]))
 
@@ -458,7 +459,7 @@ def test_allowed_networks_admit_only_their_addresses():
     for host in ("127.0.0.1", "::ffff:127.0.0.1", "fd00::5"):
         resolve(host, 80, networks)
     for host in ("127.0.0.2", "10.0.0.1", "fc00::1"):
-        with pytest.raises(FetchError, match=f"non-public address: {host} for {host}"):
+        with pytest.raises(Refused, match=f"non-public address: {host} for {host}"):
             resolve(host, 80, networks)
 
 
@@ -525,12 +526,15 @@ def test_https_connects_to_the_checked_address_and_verifies_the_name(monkeypatch
         verify_mode, check_hostname, post_handshake_auth = ssl.CERT_REQUIRED, True, None
         wrapped: list = []
 
+        def set_alpn_protocols(self, protocols):
+            pass
+
         def wrap_socket(self, sock, server_hostname=None):
             self.wrapped.append((sock.getpeername(), server_hostname))
             return sock
 
     context = Context()
-    connection = CheckedHTTPSConnection("images.example.org", 443, timeout=2, context=context,
+    connection = CheckedHTTPSConnection("images.example.org", 443, timeout=2, ssl_context=context,
                                         networks=parse_networks(["127.0.0.1/32"]))
     try:
         connection.connect()
@@ -646,8 +650,8 @@ def test_a_block_keeps_its_connections_from_shard_to_shard(tmp_path, base_config
             records = fetch_shard(http_manifest(server, paths), config, tmp_path / f"{shard}.tar",
                                   tmp_path / f"{shard}.parquet", fetcher=fetcher)
             assert (records["fetch_status"] == "ok").all()
-        assert FaultServer.connections == 1 and fetcher.connections == 1
-    assert not any(fetcher._idle.values())
+        assert FaultServer.connections == 1 and fetcher.connections == 1 and fetcher.pools.idle() == 1
+    assert fetcher.pools.idle() == 0
 
 
 def test_a_kept_alive_connection_the_server_closed_is_replaced(tmp_path, base_config, server):

@@ -5,7 +5,6 @@ behind an emulated network round trip."""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import resource
@@ -36,33 +35,17 @@ class Certificates:
 
 
 def make_certificates(folder: Path, names: tuple[str, ...] = (*LOOPBACK_HOSTS, "localhost")) -> Certificates:
-    """A fresh CA (P-256, valid two days) and a server certificate for `names` (IP addresses or
-    DNS names), with the `openssl` command line tool."""
+    """A fresh CA (ECDSA P-256, made by trustme) and a server certificate it signed for `names`
+    (IP addresses or DNS names), written as PEM files for servers and for fetch.ca_bundle."""
+    import trustme  # the benchmark's and the tests' dependency only
+
     folder.mkdir(parents=True, exist_ok=True)
-    openssl = shutil.which("openssl")
-    if not openssl:
-        raise FileNotFoundError("openssl not found: the TLS benchmark and tests make their certificates with it")
-    sans = []
-    for name in names:
-        try:
-            ipaddress.ip_address(name)
-            sans.append(f"IP:{name}")
-        except ValueError:
-            sans.append(f"DNS:{name}")
-    ca, ca_key, cert, key = (folder / n for n in ("ca.pem", "ca.key", "server.pem", "server.key"))
-    (folder / "server.ext").write_text(f"subjectAltName={','.join(sans)}\nbasicConstraints=critical,CA:FALSE\n"
-                                       "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-                                       "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for command in (
-            ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=gpic test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-            ["req", *ec, "-keyout", key, "-out", folder / "server.csr", "-subj", "/CN=gpic test server"],
-            ["x509", "-req", "-in", folder / "server.csr", "-CA", ca, "-CAkey", ca_key, "-set_serial", "2",
-             "-days", "2", "-out", cert, "-extfile", folder / "server.ext"]):
-        run = subprocess.run([openssl, *map(str, command)], capture_output=True, text=True)
-        if run.returncode != 0:
-            raise RuntimeError(f"openssl {command[0]} failed: {run.stderr[-1000:]}")
+    authority = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    issued = authority.issue_cert(*names, key_type=trustme.KeyType.ECDSA)
+    ca, cert, key = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    authority.cert_pem.write_to_path(str(ca))
+    cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
     return Certificates(ca, cert, key)
 
 

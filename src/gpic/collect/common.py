@@ -1,6 +1,7 @@
 """What every collector shares: the manifest rows it writes, the checkpointed parts that make a
-collection resumable, and a polite API client (requests in series, a User-Agent with a
-contact, backoff with full jitter, Retry-After honoured, a rate limit per key).
+collection resumable, and a polite API client on gpic.http (requests in series, a User-Agent
+with a contact, backoff with full jitter, Retry-After honoured, a rate limit per key, API keys
+kept out of logs and errors).
 
 A collection is a list of parts (upload-time windows of an API, chunks of a dump), each
 written to `{out}/{part}.parquet`. A part is written page by page into `{out}/{part}.pages/`:
@@ -11,23 +12,23 @@ writes no row twice; a part whose file exists is finished and never read again."
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import random
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import requests
+import urllib3
 
+from gpic.http import RateLimit as RateLimit  # the collectors import it from here
+from gpic.http import api_pool, full_jitter, retry_after
 from gpic.store import atomic_path
 
 log = logging.getLogger(__name__)
@@ -165,44 +166,6 @@ def html_to_text(value: str) -> str:
 # Polite API client
 # ---------------------------------------------------------------------------
 
-class RateLimit:
-    """At most `per_second` requests per second on average, `burst` at once (a token bucket);
-    Flickr allows 3,600 calls per hour per key."""
-
-    def __init__(self, per_second: float, burst: int = 1, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.rate, self.burst = per_second, burst
-        self.tokens, self.clock, self.sleep = float(burst), clock, sleep
-        self.last = clock()
-
-    def take(self) -> None:
-        if self.rate <= 0:
-            return
-        now_ = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now_ - self.last) * self.rate)
-        self.last = now_
-        if self.tokens < 1:
-            self.sleep((1 - self.tokens) / self.rate)
-            self.last = self.clock()
-            self.tokens = 0.0
-        else:
-            self.tokens -= 1
-
-
-def retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds()) if moment.tzinfo else None
-
-
 class Retry(Exception):
     """An answer that asks to come back later (Commons' maxlag or ratelimited, Flickr's
     service unavailable): retried after `delay` seconds, or a backoff when None."""
@@ -214,11 +177,12 @@ class Retry(Exception):
 
 @dataclass
 class ApiClient:
-    """One keep-alive session to one API, used in series (one request at a time, as Wikimedia's
-    etiquette asks). Connection errors, timeouts, 429, 5xx and answers `check` turns into Retry
-    are retried with full-jitter exponential backoff; a Retry-After (header or Retry.delay)
-    up to `max_wait_s` is honoured as given. Any other HTTP error, or a body that is not JSON,
-    raises CollectError after the retries."""
+    """One keep-alive connection pool to one API, used in series (one request at a time, as
+    Wikimedia's etiquette asks). Connection errors, timeouts, 429, 5xx and answers `check` turns
+    into Retry are retried with full-jitter exponential backoff; a Retry-After (header or
+    Retry.delay) up to `max_wait_s` is honoured as given. Any other HTTP error, or a body that is
+    not JSON, raises CollectError after the retries. The retry loop is ours, not urllib3's: it
+    judges answers urllib3 cannot (maxlag in a 200) and waits through `sleep`, capped."""
 
     user_agent: str
     timeout_s: float = 60.0
@@ -227,24 +191,23 @@ class ApiClient:
     max_backoff_s: float = 120.0
     max_wait_s: float = 900.0
     rate: RateLimit | None = None
-    check: Callable[[dict, requests.structures.CaseInsensitiveDict], None] | None = None
+    check: Callable[[dict, Mapping[str, str]], None] | None = None
     secrets: tuple[str, ...] = ()  # values (an API key) never written to a log or an error
     sleep: Callable[[float], None] = time.sleep
-    session: requests.Session = field(default_factory=requests.Session)
+    pool: urllib3.PoolManager | None = None  # made from the settings when not given
     requests_made: int = 0
     waited_s: float = 0.0
 
     def __post_init__(self):
         require_user_agent(self.user_agent)
-        self.session.headers["User-Agent"] = self.user_agent
-        self.session.headers["Accept-Encoding"] = "gzip"
-        self.session.trust_env = False  # no proxies or .netrc from the environment
+        if self.pool is None:
+            self.pool = api_pool({"User-Agent": self.user_agent, "Accept-Encoding": "gzip"}, self.timeout_s)
 
     def _wait(self, attempt: int, delay: float | None) -> None:
         if attempt >= self.retries:  # the last attempt failed: give up now rather than after a wait
             return
-        if delay is None:  # full jitter: uniform in [0, min(cap, base * 2^attempt)]
-            delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt))
+        if delay is None:
+            delay = full_jitter(attempt + 1, self.backoff_s, self.max_backoff_s)
         delay = min(delay, self.max_wait_s)
         self.waited_s += delay
         self.sleep(delay)
@@ -263,6 +226,7 @@ class ApiClient:
             raise CollectError(self._redact(str(exc))) from None
 
     def _get(self, url: str, params: dict, where: str) -> dict:
+        fields = {name: value for name, value in params.items() if value is not None}
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -271,25 +235,30 @@ class ApiClient:
                 self.rate.take()
             self.requests_made += 1
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                response = self.pool.request("GET", url, fields=fields)
+            except urllib3.exceptions.MaxRetryError as exc:  # urllib3's wrapper: the error is its reason
+                last = f"{type(exc.reason).__name__} on {exc.url}: {exc.reason}"
+                self._wait(attempt, None)
+                continue
+            except urllib3.exceptions.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 self._wait(attempt, None)
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
-                last = f"HTTP {response.status_code}"
+            text = response.data.decode("utf-8", "replace")
+            if response.status == 429 or response.status >= 500:
+                last = f"HTTP {response.status}"
                 self._wait(attempt, retry_after(response.headers.get("Retry-After")))
                 continue
-            if response.status_code != 200:
-                raise CollectError(f"{where}: HTTP {response.status_code} from {url}: {response.text[:200]!r}")
+            if response.status != 200:
+                raise CollectError(f"{where}: HTTP {response.status} from {url}: {text[:200]!r}")
             try:
-                payload = response.json()
+                payload = json.loads(response.data)
             except ValueError:
-                last = f"not JSON: {response.text[:120]!r}"
+                last = f"not JSON: {text[:120]!r}"
                 self._wait(attempt, None)
                 continue
             if not isinstance(payload, dict):
-                raise CollectError(f"{where}: answer is not a JSON object: {response.text[:200]!r}")
+                raise CollectError(f"{where}: answer is not a JSON object: {text[:200]!r}")
             try:
                 if self.check:
                     self.check(payload, response.headers)

@@ -32,10 +32,10 @@ from gpic.collect.common import (
     as_datetime,
     html_to_text,
     now,
-    retry_after,
     windows,
 )
 from gpic.collect.commons_dump import rendition_width
+from gpic.http import retry_after
 
 log = logging.getLogger(__name__)
 

@@ -3,15 +3,12 @@ bytes of every admitted URL, each key ending with one fetch record.
 
 Downloads run in a thread pool with a per-host limit, so one slow or rate-limiting host
 neither monopolises the pool nor sees more than `per_host` requests at a time. Each host keeps
-a pool of up to `per_host` kept-alive connections (http.client, one per request in flight), so
-a host pays the TCP and TLS handshakes once per connection, not once per image; certificates
+up to `per_host` kept-alive connections (urllib3, through gpic.http's address check), so a
+host pays the TCP and TLS handshakes once per connection, not once per image; certificates
 are verified against the system store or `ca_bundle`, never skipped. Every request has a
 connect/read timeout and a total deadline, a size cap checked before and while reading, and a
-bounded number of redirects, which our code follows hop by hop. Every new connection, the
-first and each redirect target's, resolves its host once, refuses it unless every address is
-globally routable (or inside `allow_networks`) and connects to the address it checked, so DNS
-cannot answer differently between check and connect. Environment proxies are never used: a
-proxy would make the connection, and the check would see the proxy's address.
+bounded number of redirects, which our code follows hop by hop, so every hop passes its host's
+gate and the address check. Environment proxies are never used.
 
 Only connection errors, timeouts, truncated bodies, 429 and 5xx are retried, after a random
 wait (full jitter up to an exponential cap) or the server's Retry-After, when it is not too
@@ -22,16 +19,12 @@ job, so all the jobs running at once keep to the budget together."""
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import http.client
-import ipaddress
 import itertools
 import logging
 import os
 import random
-import select
-import socket
 import ssl
 import string
 import threading
@@ -45,13 +38,27 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pandas as pd
+import urllib3
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, LocationParseError, NewConnectionError, ReadTimeoutError
 
 from gpic import licenses
 from gpic.config import Config, FetchConfig
+from gpic.http import (
+    CheckedPools,
+    RateLimit,
+    Refused,
+    cause,
+    discard,
+    disconnected,
+    full_jitter,
+    parse_networks,
+    retry_after,
+)
 from gpic.identity import config_hash
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
-from gpic.store import TarWriter, read_table, stamp, tar_places, write_table
+from gpic.store import TarWriter, read_table, tar_places, with_producer, write_table
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +73,6 @@ MAGIC = [
     (b"MM\x00*", "image/tiff", "tif"),
     (b"BM", "image/bmp", "bmp"),
 ]
-# NAT64's well-known prefix carries an IPv4 address in its last 32 bits (RFC 6052)
-NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RETRY_STATUS = {429, 500, 502, 503, 504}
 CHUNK = 1 << 16
 
@@ -144,100 +148,6 @@ def opt_out_tags(headers: list[str], directives: list[str]) -> set[str]:
     return tags & {directive.lower() for directive in directives}
 
 
-def parse_networks(values: list[str]) -> tuple[Network, ...]:
-    """`fetch.allow_networks` as networks; a bad entry stops the fetch naming it (the schema
-    only checks its characters)."""
-    networks = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value))
-        except ValueError as exc:
-            raise ValueError(f"config fetch.allow_networks: {value!r} is not a network: {exc}") from None
-    return tuple(networks)
-
-
-def address_allowed(address: str, networks: tuple[Network, ...]) -> bool:
-    """True for an address inside `networks` or globally routable; otherwise a manifest or a
-    redirect could make the fetcher probe the cluster's own network (private, loopback,
-    link-local, shared 100.64/10, multicast, reserved). An IPv4 address written as IPv6
-    (::ffff:a.b.c.d, 6to4, NAT64) must pass as IPv4 too."""
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if any(ip in network for network in networks):
-        return True
-    judged = [ip]
-    if ip.version == 6:
-        judged += [ip.sixtofour] if ip.sixtofour else []
-        judged += [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)] if ip in NAT64 else []
-    # is_global (Python 3.11) still counts multicast and IPv6 site-local as global
-    return all(one.is_global and not one.is_multicast and not (one.version == 6 and one.is_site_local)
-               for one in judged)
-
-
-def resolve(host: str, port: int, networks: tuple[Network, ...]) -> list[tuple]:
-    """The host's addresses (getaddrinfo tuples), resolved once; refused when any of them is
-    not allowed, as a host cannot choose which of its addresses the connection uses."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise FetchError(f"dns error: {host}: {exc}", retryable=True) from None
-    except UnicodeError as exc:  # a label IDNA cannot encode: asking again will not help
-        raise FetchError(f"bad host name: {host}: {exc}") from None
-    if not infos:
-        raise FetchError(f"dns error: {host}: no address", retryable=True)
-    for info in infos:
-        if not address_allowed(info[4][0], networks):
-            raise FetchError(f"non-public address: {info[4][0]} for {host}")
-    return infos
-
-
-class CheckedConnection(http.client.HTTPConnection):
-    """An HTTP connection to an address that passed the check: http.client's `_create_connection`
-    (kept replaceable for this) connects to what `resolve` checked, so nothing looks the host
-    up again between check and connect."""
-
-    def __init__(self, *args, networks: tuple[Network, ...], **kwargs):
-        super().__init__(*args, **kwargs)
-        self._networks = networks
-        self._create_connection = self._connect_checked
-
-    def _connect_checked(self, address: tuple[str, int], timeout=None, source_address=None) -> socket.socket:
-        """socket.create_connection on the checked addresses, in the resolver's order."""
-        host, port = address
-        error: OSError | None = None
-        for family, kind, proto, _, sockaddr in resolve(host, port, self._networks):
-            sock = socket.socket(family, kind, proto)
-            try:
-                if isinstance(timeout, int | float):
-                    sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)
-                return sock
-            except OSError as exc:
-                sock.close()
-                error = exc
-        raise error or OSError(f"no address for {host}")
-
-
-class CheckedHTTPSConnection(CheckedConnection, http.client.HTTPSConnection):
-    """HTTPS over a checked address; TLS still wraps with server_hostname = the URL's host, so
-    SNI and the certificate check use the name, not the address."""
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def tls_context(ca_bundle: str) -> ssl.SSLContext:
     """Certificate and host name verified, against `ca_bundle` or the system store."""
     if ca_bundle and not Path(ca_bundle).is_file():
@@ -247,37 +157,21 @@ def tls_context(ca_bundle: str) -> ssl.SSLContext:
     return context
 
 
-def dropped(connection: http.client.HTTPConnection) -> bool:
-    """True when an idle kept-alive connection can no longer carry a request: closed, or
-    readable (the server closed it, or sent something unasked)."""
-    sock = connection.sock
-    if sock is None:
-        return True
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([sock], [], [], 0)[0])
-
-
 @dataclass
 class Host:
     """What every worker of a Fetcher shares about one host: its request slots, the time before
-    which it is paused (a 429/503 with Retry-After) and, under a budget, the earliest time the
-    next request may start."""
+    which it is paused (a 429/503 with Retry-After) and, under a budget, this job's share of it."""
 
     slots: threading.BoundedSemaphore
-    interval: float  # seconds between requests under this job's share of the budget; 0: no budget
+    budget: RateLimit | None
     not_before: float = 0.0
-    next_start: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 PAUSE_STATUS = {429, 503}
 REDIRECT_STATUS = {301, 302, 303, 307, 308}
 DRAIN = 1 << 16  # an error or redirect body up to this size is read, so its connection can be kept
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError)
 
 
 class Fetcher:
@@ -289,15 +183,18 @@ class Fetcher:
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.cfg = cfg
         self.roots = [Path(root).resolve() for root in cfg["file_roots"]]
-        self.networks = parse_networks(cfg["allow_networks"])
-        self.tls = tls_context(cfg.get("ca_bundle", ""))
         self.rng, self.clock, self.sleep = rng or random.Random(), clock, sleep
         self.budget = {host.lower(): rate / cfg.get("concurrent_jobs", 1)
                        for host, rate in cfg.get("host_budget", {}).items()}
+        self.pools = CheckedPools(parse_networks(cfg["allow_networks"]), tls_context(cfg.get("ca_bundle", "")),
+                                  cfg["per_host"], cfg["timeout_s"])
         self._hosts: dict[str, Host] = {}
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
-        self.connections = 0  # opened so far, for tests and the benchmark
+
+    @property
+    def connections(self) -> int:
+        """Connections opened so far, for tests and the benchmark."""
+        return self.pools.connections
 
     def __enter__(self) -> Fetcher:
         return self
@@ -307,17 +204,14 @@ class Fetcher:
 
     def close(self) -> None:
         """Close the idle connections; the Fetcher can still be used (it opens new ones)."""
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
-                connection.close()
+        self.pools.close()
 
     def host(self, name: str) -> Host:
         with self._lock:
             if name not in self._hosts:
                 rate = self.budget.get(name)
-                self._hosts[name] = Host(threading.BoundedSemaphore(self.cfg["per_host"]), 1 / rate if rate else 0.0)
+                self._hosts[name] = Host(threading.BoundedSemaphore(self.cfg["per_host"]),
+                                         RateLimit(rate, clock=self.clock, sleep=self.sleep) if rate else None)
             return self._hosts[name]
 
     def host_slot(self, name: str) -> threading.BoundedSemaphore:
@@ -337,9 +231,8 @@ class Fetcher:
         host = self.host(name)
         waited = 0.0
         while True:
-            now = self.clock()
             with host.lock:
-                wait = host.not_before - now
+                wait = host.not_before - self.clock()
             if wait <= 0:
                 break
             if wait > self.cfg["max_backoff_s"]:
@@ -347,14 +240,7 @@ class Fetcher:
                                  f"max_backoff_s", retryable=True, again=False, requested=False)
             self.sleep(wait)
             waited += wait
-        if host.interval:
-            with host.lock:
-                start = max(now, host.next_start)
-                host.next_start = start + host.interval
-            if start > now:
-                self.sleep(start - now)
-                waited += start - now
-        return waited
+        return waited + (host.budget.take() if host.budget else 0.0)
 
     def backoff(self, attempt: int, exc: FetchError) -> float:
         """Seconds to wait before retrying after `exc`: the server's Retry-After (already waited
@@ -364,7 +250,7 @@ class Fetcher:
             if exc.retry_after > cfg["max_backoff_s"]:
                 raise FetchError(f"{exc} (Retry-After {exc.retry_after:.0f} s is too long)", exc.http_status, True)
             return 0.0 if exc.http_status in PAUSE_STATUS else exc.retry_after
-        return self.rng.uniform(0, min(cfg["max_backoff_s"], cfg["backoff_s"] * 2 ** (attempt - 1)))
+        return full_jitter(attempt, cfg["backoff_s"], cfg["max_backoff_s"], self.rng)
 
     def fetch(self, url: str) -> tuple[Fetched, int]:
         """Fetch with retries (connection errors, timeouts, 429 and 5xx only); return the
@@ -447,11 +333,9 @@ class Fetcher:
         parts = urlsplit(url)
         target = quote(parts.path or "/", safe=string.punctuation) + (
             "?" + quote(parts.query, safe=string.punctuation) if parts.query else "")
-        key = (scheme, name, port)
-        connection = None
+        transfer.begin()
+        response = self.request(self.pools.pool(scheme, name, port), name, target)
         try:
-            transfer.begin()
-            connection, response = self.request(key, target)
             status = response.status
             if status in REDIRECT_STATUS and (location := response.headers.get("Location")
                                               or response.headers.get("URI")):
@@ -459,89 +343,40 @@ class Fetcher:
                 scheme_to = urlsplit(location).scheme.lower()
                 if scheme_to not in ("http", "https"):
                     raise FetchError(f"redirect to unsupported url scheme: {scheme_to}", status)
-                self.release(key, connection, response, transfer, deadline)
-                connection = None
+                self.drain(response, transfer, deadline)
                 return status, location
             if not 200 <= status < 300:
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                if status in PAUSE_STATUS and retry_after is not None:
-                    self.pause(name, retry_after)
-                self.release(key, connection, response, transfer, deadline)
-                connection = None  # pooled or closed by release: not ours to close any more
-                raise FetchError(f"http error: {status}", status, status in RETRY_STATUS, retry_after)
-            tags = opt_out_tags(response.headers.get_all("X-Robots-Tag") or [], cfg["opt_out_directives"])
+                wait = retry_after(response.headers.get("Retry-After"))
+                if status in PAUSE_STATUS and wait is not None:
+                    self.pause(name, wait)
+                self.drain(response, transfer, deadline)
+                raise FetchError(f"http error: {status}", status, status in RETRY_STATUS, wait)
+            tags = opt_out_tags(response.headers.getlist("X-Robots-Tag"), cfg["opt_out_directives"])
             if tags:
                 raise OptOut(f"opt-out: X-Robots-Tag {', '.join(sorted(tags))}")
-            data = self.read_body(response, response.headers.get("Content-Length"), deadline, transfer)
-            self.keep(key, connection, response)
-            return Fetched(data, status)
+            # read to its end, the response hands its connection back to the pool
+            return Fetched(self.read_body(response, response.headers.get("Content-Length"), deadline, transfer),
+                           status)
         except BaseException:
-            if connection is not None:
-                connection.close()
+            discard(response)
             raise
 
-    def request(self, key: tuple[str, str, int], target: str) -> tuple[http.client.HTTPConnection,
-                                                                       http.client.HTTPResponse]:
-        """Send the GET on an idle connection of the pool, or a new one, and read the response
-        head. A kept-alive connection the server closed meanwhile is replaced once, silently."""
+    def request(self, pool: HTTPConnectionPool, name: str, target: str) -> urllib3.BaseHTTPResponse:
+        """Send the GET and read the response head. A connection the server closed before
+        answering (a kept-alive one it dropped as the request went out) is replaced once,
+        silently: urllib3 only checks an idle connection before taking it."""
         headers = {"User-Agent": self.cfg["user_agent"], "Accept-Encoding": "identity"}
-        connection, reused = self.connection(key)
-        while True:
+        for last in (False, True):
             try:
-                connection.request("GET", target, headers=headers)
-                return connection, connection.getresponse()
-            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError,
-                    http.client.RemoteDisconnected) as exc:
-                connection.close()
-                if not reused:
-                    raise self.failure(exc, key[1]) from None
-                connection, reused = self.open(key), False
+                # body bytes as served (no decoding); a short body is ours to report (read_body)
+                return pool.urlopen("GET", target, headers=headers, retries=False, redirect=False,
+                                    preload_content=False, decode_content=False, enforce_content_length=False)
             except BaseException as exc:
-                connection.close()
-                raise self.failure(exc, key[1]) from None
+                if last or not disconnected(exc):
+                    raise self.failure(exc, name) from None
+        raise AssertionError("unreachable")
 
-    def connection(self, key: tuple[str, str, int]) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection to scheme://host:port that still works (most recently used
-        first), or a new one; and whether it was reused."""
-        while True:
-            with self._lock:
-                idle = self._idle.get(key)
-                connection = idle.pop() if idle else None
-            if connection is None:
-                return self.open(key), False
-            if not dropped(connection):
-                return connection, True
-            connection.close()
-
-    def open(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
-        """A new connection; it connects, through the address check, when the request is sent."""
-        scheme, name, port = key
-        with self._lock:
-            self.connections += 1
-        if scheme == "https":
-            return CheckedHTTPSConnection(name, port, timeout=self.cfg["timeout_s"], context=self.tls,
-                                          networks=self.networks)
-        return CheckedConnection(name, port, timeout=self.cfg["timeout_s"], networks=self.networks)
-
-    def keep(self, key: tuple[str, str, int], connection: http.client.HTTPConnection,
-             response: http.client.HTTPResponse) -> None:
-        """Back to the pool when the response was read to its end and the server keeps the
-        connection open; at most per_host idle connections per host."""
-        # read1 leaves a Content-Length response open at its end; http.client needs it closed
-        # (which keeps the socket) before the connection's next request
-        if not (response.isclosed() or response.length == 0) or response.will_close or connection.sock is None:
-            connection.close()
-            return
-        response.close()
-        with self._lock:
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < self.cfg["per_host"]:
-                idle.append(connection)
-                return
-        connection.close()
-
-    def release(self, key: tuple[str, str, int], connection: http.client.HTTPConnection,
-                response: http.client.HTTPResponse, transfer: Transfer, deadline: float) -> None:
+    def drain(self, response: urllib3.BaseHTTPResponse, transfer: Transfer, deadline: float) -> None:
         """Read a small error or redirect body to its end, within the deadline, to keep the
         connection; close it otherwise."""
         try:
@@ -549,30 +384,35 @@ class Fetcher:
             while size <= DRAIN and time.monotonic() <= deadline and (chunk := response.read1(CHUNK)):
                 size += len(chunk)
                 transfer.wire_bytes += len(chunk)
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            return
-        self.keep(key, connection, response)
+        except TRANSPORT_ERRORS:
+            pass  # urllib3 has closed the connection
+        discard(response)
 
     def failure(self, exc: BaseException, name: str) -> BaseException:
-        """An error from connecting, TLS or reading the head, as the FetchError it means."""
+        """An error from connecting, TLS or reading, as the FetchError it means."""
         cfg = self.cfg
         if isinstance(exc, FetchError | OptOut):
             return exc
+        if isinstance(exc, Refused):
+            return FetchError(str(exc), retryable=exc.retryable)
+        exc = cause(exc)
         if isinstance(exc, ssl.SSLCertVerificationError):
             # not retried now (it will not change within seconds); retryable, so a rerun with a
             # fixed ca_bundle or a renewed certificate fetches the key
             return FetchError(f"certificate verify failed: {exc.verify_message} ({name})", retryable=True,
                               again=False)
-        if isinstance(exc, TimeoutError):
+        timed_out = isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError)
+        if timed_out or isinstance(exc, TimeoutError | ReadTimeoutError):
             return FetchError(f"timeout: no data for {cfg['timeout_s']} s", retryable=True)
-        if isinstance(exc, http.client.InvalidURL):
+        if isinstance(exc, http.client.InvalidURL | LocationParseError):
             return FetchError(f"bad url: {exc}")
         if isinstance(exc, UnicodeError):
             return FetchError(f"bad host name: {name}: {exc}")
         if isinstance(exc, ssl.SSLError):
             return FetchError(f"tls error: {exc.reason or exc}", retryable=True)
-        if isinstance(exc, OSError | http.client.HTTPException):
+        if isinstance(exc, NewConnectionError):
+            return FetchError(f"connection error: {exc.args[-1].split(': ', 1)[-1]}", retryable=True)
+        if isinstance(exc, TRANSPORT_ERRORS):
             return FetchError(f"connection error: {type(exc).__name__}: {exc}" if not str(exc).startswith("[")
                               else f"connection error: {exc}", retryable=True)
         return exc
@@ -593,13 +433,9 @@ class Fetcher:
                 if time.monotonic() > deadline:
                     raise FetchError(f"timeout: body not complete after {self.cfg['deadline_s']} s", retryable=True)
                 chunks.append(chunk)
-        except http.client.IncompleteRead as exc:
-            raise FetchError(f"truncated body: {size + len(exc.partial)} bytes, {exc.expected} missing",
-                             retryable=True) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self.failure(exc, "") from None
         if content_length and content_length.isdigit() and size < int(content_length):
-            # http.client returns a short body at EOF without complaint
             raise FetchError(f"truncated body: {size} of {content_length} bytes", retryable=True)
         return b"".join(chunks)
 
@@ -771,7 +607,7 @@ def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, rec
             os.close(old_tar)
     records.sort(key=lambda record: position[record["key"]])
     records = pd.DataFrame(records, columns=list(blank_record("")))
-    records = stamp(records, "fetch", fetch_params(config))
+    records = with_producer(records, "fetch", fetch_params(config))
     write_table(records, records_path)
     counts = records["fetch_status"].value_counts().to_dict() if len(records) else {}
     log.info("fetched shard: %d keys %s, %d kept from an earlier run, %d connections opened", len(records), counts,
@@ -782,8 +618,9 @@ def fetch_shard(manifest: pd.DataFrame, config: Config, raw_tar: str | Path, rec
 COLUMNS = [*blank_record(""), "fetch_config_hash", "fetch_version"]
 
 
-def load_model(config: Config) -> Fetcher:
-    """The block's fetcher (the stage's per-block resource, as a model is for the GPU stages)."""
+def open_fetcher(config: Config) -> Fetcher:
+    """The block's fetcher: the stage's per-block resource (what a model is to the GPU stages),
+    passed to `run` as its `model`."""
     return Fetcher(config["fetch"])
 
 
