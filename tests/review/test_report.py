@@ -20,6 +20,15 @@ from gpic.cli import app
 from gpic.config import validate_config
 from gpic.review.cost import estimate
 
+HOSTILE = "Sunset\x1b[2J\x1b[31m over \u202egpj.exe\u202c <script>alert(1)</script>"
+INJECTED = "<img src=x onerror=alert(1)>"
+
+
+def assert_shown_escaped(page: str) -> None:
+    """Hostile text reaches the page printable (as `gpic.review.printable` writes it), then escaped."""
+    assert "\x1b" not in page and "\u202e" not in page and "<script" not in page and "<img src=x" not in page
+    assert "Sunset\\x1b[2J\\x1b[31m over \\u202egpj.exe\\u202c &lt;script&gt;alert(1)&lt;/script&gt;" in page
+
 
 def demo_config(demo) -> dict:
     return validate_config(yaml.safe_load((demo / "config.yaml").read_text()))
@@ -39,6 +48,28 @@ def test_workflow_writes_a_report_with_every_section(demo, provenance):
         assert reason in dropped, reason
     assert "(no preview: does not decode)" in dropped  # the corrupt ones are shown as such
     assert len(thumbnails) > 24
+
+
+@pytest.mark.slow
+def test_report_page_shows_hostile_source_metadata_escaped(demo, tmp_path):
+    """Titles, licences and drop reasons come from sources and models: on the page they may
+    neither run script nor reorder or rewrite what a reviewer reads."""
+    from gpic.review.report import write_report
+    from gpic.store import read_table, write_table
+
+    results = tmp_path / "results"
+    shutil.copytree(demo / "results", results)
+    for path in (results / "packed").glob("*/*.parquet"):
+        write_table(read_table(path).assign(label=HOSTILE, license_id=INJECTED), path)
+    path = results / "provenance" / "00000.parquet"
+    provenance = read_table(path)
+    provenance.loc[(provenance["state"] == "dropped") & (provenance["stage"] == "filter"), "reason"] = HOSTILE
+    write_table(provenance, path)
+    page = write_report(results, demo_config(demo), tmp_path / "index.html").read_text()
+    assert_shown_escaped(page)
+    kept = page.split("<h2>Kept samples</h2>")[1].split("<h2>")[0]
+    assert kept.count("&lt;img src=x onerror=alert(1)&gt;") == 24
+    assert "<b>filter: Sunset\\x1b[2J" in page.split("<h2>Dropped samples</h2>")[1]
 
 
 @pytest.mark.slow
@@ -152,3 +183,50 @@ def test_duplicate_clusters_are_read_a_shard_at_a_time(tmp_path):
             writer.write_table(pa.table(shard))
     assert pq.ParquetFile(path).num_row_groups == 2
     assert duplicate_clusters(path).sort_index().to_dict() == {"a": 3, "c": 2}
+
+
+def test_sections_show_hostile_metadata_printable_and_escaped(tmp_path):
+    """Without a workflow run: a kept sample's captions and licence, the judge's warning and the
+    cost table's text, each hostile, come out printable and escaped."""
+    import pandas as pd
+
+    from gpic.review.report import cost_section, judge_section, kept_section
+
+    from helpers import blank, jpeg_bytes
+
+    image = jpeg_bytes(blank())
+    tar = tmp_path / "packed" / "train" / "gpic_train_00000.tar"
+    tar.parent.mkdir(parents=True)
+    tar.write_bytes(image)
+    index = pd.DataFrame({"key": ["k0"], "split": ["train"], "tar": [tar.name], "image_offset": [0],
+                          "image_size": [len(image)], "license_id": [INJECTED], "label": [HOSTILE],
+                          "short": [INJECTED], "medium": [""], "long": [""]})
+    judge = {"judged": 1, "low_mass": 0, "low_mass_fraction": 0.0, "undecided": 0, "undecided_fraction": 0.0,
+             "warning": HOSTILE}
+    cost = {"jobs": [{"job": "caption", "target_images": 1e8, "source": INJECTED, "measured_on": HOSTILE}],
+            "totals": {"compute_usd": 1, "cpu_core_hours": 1, "gpu_hours": 1, "wall_hours": 1},
+            "storage": {"packed_tb": 1, "raw_tb": 1, "usd_per_month": 1}, "cluster": {"gpus": 1, "cpu_cores": 1},
+            "egress_per_download": {"full": {"tb": 1, "usd": 1}}, "notes": [INJECTED]}
+    kept = kept_section(tmp_path, index, 1)
+    assert "data:image/jpeg;base64," in kept and "<b>Sunset\\x1b[2J" in kept
+    page = kept + judge_section({"judge": judge}) + cost_section(cost)
+    assert_shown_escaped(page)
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") == 4  # short caption, licence, job source, note
+
+
+def test_every_value_on_the_page_goes_through_autoescape():
+    """No template can print a value raw: autoescape is on, none turns it off or marks a value
+    safe, every value is made printable first, and a section handed over as plain text is escaped."""
+    from jinja2 import nodes
+
+    from gpic.review.report import ENV, shown
+
+    assert ENV.autoescape is True and ENV.finalize is shown
+    assert set(ENV.list_templates()) == {"report.html.j2", "sections.html.j2"}
+    for name in ENV.list_templates():
+        tree = ENV.parse(ENV.loader.get_source(ENV, name)[0])
+        assert not list(tree.find_all(nodes.EvalContextModifier)), name  # {% autoescape false %}
+        assert "safe" not in {node.name for node in tree.find_all(nodes.Filter)}, name
+    page = ENV.get_template("report.html.j2").render(results=HOSTILE, shards=INJECTED, sections=[INJECTED])
+    assert_shown_escaped(page)
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") == 2

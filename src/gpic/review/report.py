@@ -1,11 +1,11 @@
 """One self-contained HTML page about a run: the funnel, what the corpus looks like, what was
 dropped and why (with thumbnails), and the cost table. Plots are PNGs inlined as data URLs,
-so the page can be mailed or archived as one file."""
+so the page can be mailed or archived as one file. The HTML comes from Jinja templates
+(templates/) with autoescape on: no value reaches the page unescaped."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from collections import Counter
@@ -19,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from jinja2 import Environment, PackageLoader, StrictUndefined  # noqa: E402
+from markupsafe import Markup  # noqa: E402
 
 from gpic.config import Config  # noqa: E402
 from gpic.contracts import LEVELS, SPLITS  # noqa: E402
@@ -31,15 +33,23 @@ from gpic.stages.provenance import summarise  # noqa: E402
 from gpic.store import atomic_path, read_table  # noqa: E402
 
 THUMB = 160
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
-h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-.grid{display:flex;flex-wrap:wrap;gap:10px} .plots{display:grid;gap:12px}
-figure{margin:0;width:170px;font-size:11px} figure img{width:160px;height:160px;object-fit:cover;border-radius:4px}
-figcaption{word-break:break-word} code{font-size:10px;color:#666}
-table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left} .plots img{width:100%} .muted{color:#777}
-"""
+
+
+def shown(value: object) -> object:
+    """What a template's {{ value }} prints, before autoescape: source metadata and model output
+    made printable (control characters, bidi overrides escaped), so no template can forget it.
+    Markup is HTML a macro built from values already shown, kept as it is."""
+    return value if isinstance(value, Markup) else printable(value)
+
+
+ENV = Environment(loader=PackageLoader("gpic.review", "templates"), autoescape=True, finalize=shown,
+                  undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+ENV.filters.update(number=lambda value, digits=0: f"{value:,.{digits}f}", percent=lambda value: f"{value:.0%}")
+
+
+def section(name: str, *args, **kwargs) -> Markup:
+    """A section's HTML: its macro in sections.html.j2, called with what this module computed."""
+    return getattr(ENV.get_template("sections.html.j2").module, name)(*args, **kwargs)
 
 
 def png(fig) -> str:
@@ -61,23 +71,13 @@ def thumbnail(data: bytes) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def shown(text: str) -> str:
-    """Source metadata and model output on the page: escaped for HTML and made printable."""
-    return html.escape(printable(text))
-
-
 def read_member(tar: Path, offset: int, size: int) -> bytes:
     with open(tar, "rb") as stream:
         stream.seek(offset)
         return stream.read(size)
 
 
-def figure_html(src: str | None, lines: list[str]) -> str:
-    image = f'<img src="{src}" alt="">' if src else '<div class="muted">(no preview: does not decode)</div>'
-    return f"<figure>{image}<figcaption>{'<br>'.join(lines)}</figcaption></figure>"
-
-
-def funnel_section(summary: dict) -> str:
+def funnel_section(summary: dict) -> Markup:
     counts = pd.DataFrame(summary["reasons"])
     counts["reason"] = counts["reason"].replace("", "-")
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(counts) + 1))
@@ -88,25 +88,15 @@ def funnel_section(summary: dict) -> str:
     ax.set_xlabel("keys")
     total = int(counts["keys"].sum())
     ax.set_title(f"Every key's final state, by stage and reason ({total} keys)")
-    states = counts.groupby("state")["keys"].sum()
-    conserved = "every key has exactly one final state" if summary["conserved"] else "KEYS LOST OR DUPLICATED"
-    return (f'<h2>Funnel</h2><img src="{png(fig)}" alt="funnel" style="width:100%">'
-            f"<p>{total} keys in {len(summary['shards'])} shards: "
-            + ", ".join(f"{n} {state}" for state, n in states.items()) + f"; {conserved}.</p>")
+    states = counts.groupby("state")["keys"].sum().to_dict()
+    return section("funnel", png(fig), total, len(summary["shards"]), states, summary["conserved"])
 
 
-def judge_section(summary: dict) -> str:
+def judge_section(summary: dict) -> Markup:
     """How many judged keys got scores that decide nothing (answer words with little of the
     probability, or no preference): such a judge passes or drops at random, and the funnel
     alone would not show it."""
-    judge = summary["judge"]
-    line = (f"<h2>Judge scores</h2><p>{judge['judged']} keys judged; {judge['low_mass']} "
-            f"({judge['low_mass_fraction']:.0%}) with under half the next-token probability on the accept and "
-            f"reject words, {judge['undecided']} ({judge['undecided_fraction']:.0%}) undecided (p_reject near "
-            "0.5).</p>")
-    if judge["warning"]:
-        line += f'<p style="color:#b00;font-weight:bold">Warning: {html.escape(judge["warning"])}.</p>'
-    return line
+    return section("judge", summary["judge"])
 
 
 REPORT_COLUMNS = ["key", "split", "tar", "width", "height", "license_id", "source", "image_offset", "image_size",
@@ -145,7 +135,7 @@ def duplicate_clusters(decisions_path: Path) -> pd.Series:
     return pd.Series(sizes, dtype=np.int64)
 
 
-def corpus_section(index: pd.DataFrame, clusters: pd.Series, totals: dict | None = None) -> str:
+def corpus_section(index: pd.DataFrame, clusters: pd.Series, totals: dict | None = None) -> Markup:
     """Plots of what was packed (from `index`, every `step`-th sample when `totals` says so; the
     counts are exact) and of the duplicate clusters' sizes; a run that packed nothing, or left a
     split empty, says so."""
@@ -153,19 +143,9 @@ def corpus_section(index: pd.DataFrame, clusters: pd.Series, totals: dict | None
                         "height": index["height"].sum(), **{name: Counter(index[name])
                                                             for name in ("split", "license_id", "source")}}
     packed = totals["packed"]
-    counts = pd.Series({s: totals["split"].get(s, 0) for s in SPLITS})
-    splits = ", ".join(f"{n} {s}" for s, n in counts.items())
-    empty = [s for s, n in counts.items() if n == 0]
-    several = len(empty) > 1
-    note = (f" The {', '.join(empty)} split{'s are' if several else ' is'} empty: no key of "
-            f"{'these splits' if several else 'this split'} was packed (too few keys for splits.*_fraction, or "
-            f"all dropped); {'their' if several else 'its'} shards hold no sample and the dataset card leaves "
-            f"{'them' if several else 'it'} out." if empty and packed else "")
-    if totals["step"] > 1:
-        note += f" The plots of resolution and caption length show every {totals['step']}th sample ({len(index)})."
     if not packed:
-        return ("<h2>The corpus</h2><p><b>No sample was packed</b>: every key was dropped or failed (the funnel "
-                "above says where; <code>gpic dropped</code> lists them).</p>")
+        return section("corpus", packed)
+    splits = {s: totals["split"].get(s, 0) for s in SPLITS}
     fig1, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     a.hist(index["width"], bins=30, alpha=.6, label="width")
     a.hist(index["height"], bins=30, alpha=.6, label="height")
@@ -185,9 +165,9 @@ def corpus_section(index: pd.DataFrame, clusters: pd.Series, totals: dict | None
         f.hist(clusters, bins=range(2, int(clusters.max()) + 2), color="#a5a", align="left")
     f.set_title(f"Duplicate clusters by size ({len(clusters)} clusters)")
     f.set_xlabel("images in cluster")
-    return (f"<h2>The corpus</h2><p>{packed} packed samples ({splits}); mean resolution "
-            f"{totals['width'] / packed:.0f}x{totals['height'] / packed:.0f}.{note}</p><div class='plots'>"
-            + "".join(f'<img src="{png(fig)}" alt="">' for fig in (fig1, fig2, fig3)) + "</div>")
+    return section("corpus", packed, splits, empty=[s for s, n in splits.items() if n == 0],
+                   width=totals["width"] / packed, height=totals["height"] / packed, step=totals["step"],
+                   plotted=len(index), plots=[png(fig) for fig in (fig1, fig2, fig3)])
 
 
 def sample_captions(row) -> tuple[str, str]:
@@ -197,20 +177,17 @@ def sample_captions(row) -> tuple[str, str]:
     return held[0], held[1]
 
 
-def kept_section(results: Path, index: pd.DataFrame, n: int) -> str:
+def kept_section(results: Path, index: pd.DataFrame, n: int) -> Markup:
     cells = []
     for row in index.sort_values("key").head(n).itertuples():
         data = read_member(Layout(results).packed_root / row.split / row.tar, row.image_offset, row.image_size)
         label, short = sample_captions(row)
-        cells.append(figure_html(thumbnail(data), [f"<b>{shown(label)}</b>", shown(short),
-                                                   f"<code>{row.key}</code> {shown(row.license_id)}"]))
-    if not cells:
-        return "<h2>Kept samples</h2><p>None: no sample was packed.</p>"
-    return f"<h2>Kept samples</h2><p>The first {len(cells)} by key, with label and short caption.</p>" \
-           f"<div class='grid'>{''.join(cells)}</div>"
+        cells.append({"src": thumbnail(data), "label": label, "short": short, "key": row.key,
+                      "licence": row.license_id})
+    return section("kept", cells)
 
 
-def dropped_section(results: Path, n_per_reason: int) -> str:
+def dropped_section(results: Path, n_per_reason: int) -> Markup:
     """Dropped keys whose bytes were fetched (filter, judge, dedup), a few per kind of reason,
     read back from the raw shards: the removed set is kept, so it can be looked at."""
     def first(table: pd.DataFrame) -> pd.DataFrame:
@@ -226,31 +203,13 @@ def dropped_section(results: Path, n_per_reason: int) -> str:
     data: dict[str, bytes] = {}
     for shard, group in picks.groupby("shard"):
         data.update(raw_bytes(results, shard, group["key"].tolist()))
-    cells = [figure_html(thumbnail(data.get(row.key, b"")),
-                         [f"<b>{shown(row.stage)}: {shown(row.reason)}</b>", f"<code>{row.key}</code>"])
+    cells = [{"src": thumbnail(data.get(row.key, b"")), "stage": row.stage, "reason": row.reason, "key": row.key}
              for row in picks.itertuples()]
-    return f"<h2>Dropped samples</h2><p>Up to {n_per_reason} per reason; every dropped image stays in " \
-           f"<code>results/raw/</code> (<code>gpic dropped</code>, <code>gpic lineage KEY</code>).</p>" \
-           f"<div class='grid'>{''.join(cells)}</div>"
+    return section("dropped", cells, n_per_reason)
 
 
-def cost_section(cost: dict) -> str:
-    head = "<tr><th>job</th><th>images at target</th><th>source</th><th>CPU core-h</th><th>GPU-h</th>" \
-           "<th>USD</th><th>wall h</th></tr>"
-    body = "".join(
-        f"<tr><td>{j['job']}</td><td>{j['target_images']:,.0f}</td>"
-        f"<td>{html.escape(j['source'])}"
-        f"{' (' + html.escape(j['measured_on']) + ')' if 'measured_on' in j else ''}</td>"
-        f"<td>{j.get('cpu_core_hours', 0):,.1f}</td><td>{j.get('gpu_hours', 0):,.1f}</td>"
-        f"<td>{j.get('usd', 0):,.0f}</td><td>{j.get('wall_hours', 0):,.1f}</td></tr>" for j in cost["jobs"])
-    t, s = cost["totals"], cost["storage"]
-    egress = ", ".join(f"{tier} {e['tb']:.2f} TB (${e['usd']:,.0f})" for tier, e in cost["egress_per_download"].items())
-    return (f"<h2>Cost at target scale</h2><table>{head}{body}</table>"
-            f"<p>Compute ${t['compute_usd']:,.0f}: {t['cpu_core_hours']:,.0f} CPU core-hours, {t['gpu_hours']:,.0f} "
-            f"GPU-hours, about {t['wall_hours']:,.0f} h on {cost['cluster']['gpus']} GPUs and "
-            f"{cost['cluster']['cpu_cores']} cores. Storage {s['packed_tb']:.1f} TB packed + {s['raw_tb']:.1f} TB raw "
-            f"(${s['usd_per_month']:,.0f}/month). One download of each tier: {egress}.</p>"
-            + "".join(f"<p class='muted'>{html.escape(note)}</p>" for note in cost["notes"]))
+def cost_section(cost: dict) -> Markup:
+    return section("cost", cost)
 
 
 def write_report(results: str | Path, config: Config, out: str | Path, samples: int = 24) -> Path:
@@ -259,12 +218,12 @@ def write_report(results: str | Path, config: Config, out: str | Path, samples: 
     summary = summarise(results)
     layout = Layout(results)
     index, totals = packed_view(layout.packed_root)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>GPIC run report</title><style>{STYLE}</style>"
-            f"</head><body><h1>GPIC run report</h1><p class='muted'>{html.escape(str(results.resolve()))}, "
-            f"{config['shards']} shards</p>" + funnel_section(summary) + judge_section(summary)
-            + corpus_section(index, duplicate_clusters(layout.decisions), totals)
-            + kept_section(results, index, samples) + dropped_section(results, 3)
-            + cost_section(estimate(results, config)) + "</body></html>")
+    sections = [funnel_section(summary), judge_section(summary),
+                corpus_section(index, duplicate_clusters(layout.decisions), totals),
+                kept_section(results, index, samples), dropped_section(results, 3),
+                cost_section(estimate(results, config))]
+    page = ENV.get_template("report.html.j2").render(results=results.resolve(), shards=config["shards"],
+                                                     sections=sections)
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
