@@ -1,6 +1,7 @@
-"""FID (`--features inception`): the FID Inception network against torchvision's Inception3
-(the weights file's layout, the forward up to pool3) and the FID blocks against their
-written-out definition, pytorch-fid's preprocessing, the loader's refusals, and
+"""FID (`--features inception`): the FID Inception network (pytorch-fid's modules) against
+torchvision's Inception3 (the weights file's layout, the forward up to pool3), against the
+hand-typed FID network gpic used before pytorch-fid (the same features on the test photos),
+the FID blocks against their written-out definition, pytorch-fid's preprocessing, the loader's refusals, and
 `gpic fd-reference` / `gpic fd --features inception` end to end on a random-weight network
 of the real architecture loaded through the real path."""
 
@@ -17,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gpic.fd import INCEPTION_PROTOCOL_VERSION, Stats, decode, preprocess_inception
-from gpic.inference.inception import FID_WEIGHTS_NAME, InceptionFeatures
+from gpic.inference.inception import FID_WEIGHTS_NAME, FID_WEIGHTS_URL, InceptionFeatures, pool3
 from gpic.store import write_tar
 from test_fd import crops, independent_fd, shard
 
@@ -64,6 +65,78 @@ def test_pool3_is_torchvisions_forward_up_to_the_average_pool(network):
     expected = captured["pool"].flatten(1).numpy()
     np.testing.assert_allclose(network(x.numpy()), expected, rtol=1e-5, atol=1e-6)
     assert network(x.numpy()).shape == (2, 2048) and np.abs(expected).max() > 0
+
+
+def hand_typed_fid_inception_v3() -> torch.nn.Module:
+    """The FID network as gpic.inference.inception typed it out before it used pytorch-fid's
+    modules (kept here only, as the reference the switch must reproduce): torchvision's
+    InceptionA/C/E with their `_forward` pooling branch replaced."""
+    from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
+
+    def tf_avg_pool(x):
+        return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+    def max_pool(x):
+        return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+    class FIDInceptionA(InceptionA):
+        def _forward(self, x):
+            branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
+            branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+            return [self.branch1x1(x), branch5x5, branch3x3dbl, self.branch_pool(tf_avg_pool(x))]
+
+    class FIDInceptionC(InceptionC):
+        def _forward(self, x):
+            branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+            branch7x7dbl = x
+            for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                         self.branch7x7dbl_5):
+                branch7x7dbl = conv(branch7x7dbl)
+            return [self.branch1x1(x), branch7x7, branch7x7dbl, self.branch_pool(tf_avg_pool(x))]
+
+    class FIDInceptionE(InceptionE):
+        def __init__(self, in_channels: int, pool):
+            super().__init__(in_channels)
+            self.pool = pool
+
+        def _forward(self, x):
+            branch3x3 = self.branch3x3_1(x)
+            branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], 1)
+            branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+            branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
+            return [self.branch1x1(x), branch3x3, branch3x3dbl, self.branch_pool(self.pool(x))]
+
+    net = Inception3(num_classes=1008, aux_logits=False, transform_input=False, init_weights=False)
+    net.Mixed_5b = FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = FIDInceptionE(1280, tf_avg_pool)
+    net.Mixed_7c = FIDInceptionE(2048, max_pool)
+    return net.eval()
+
+
+def test_pytorch_fids_network_gives_the_hand_typed_networks_features(weights, network, photos):
+    """The network is pytorch-fid's (its FID blocks, its weights URL) and, loaded with the same
+    random weights file, gives the features of the hand-typed network it replaced on the test
+    photos (JPEGs decoded and preprocessed as `gpic fd` does)."""
+    import pytorch_fid.inception as pytorch_fid
+
+    kinds = {name: type(getattr(network.model, name)) for name in ("Mixed_5b", "Mixed_6e", "Mixed_7b", "Mixed_7c")}
+    assert kinds == {"Mixed_5b": pytorch_fid.FIDInceptionA, "Mixed_6e": pytorch_fid.FIDInceptionC,
+                     "Mixed_7b": pytorch_fid.FIDInceptionE_1, "Mixed_7c": pytorch_fid.FIDInceptionE_2}
+    assert FID_WEIGHTS_URL == pytorch_fid.FID_WEIGHTS_URL and FID_WEIGHTS_URL.endswith(FID_WEIGHTS_NAME)
+    old = hand_typed_fid_inception_v3()
+    old.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    pixels = np.stack([decode(name, jpeg_bytes(photo), preprocess_inception) for name, photo in sorted(photos.items())])
+    with torch.inference_mode():
+        expected = pool3(old, torch.from_numpy(pixels)).numpy()
+    ours = network(pixels)
+    assert ours.shape == (4, 2048) and np.abs(expected).max() > 1  # features of a scale where 1e-6 means something
+    assert np.abs(ours - expected).max() <= 1e-6
 
 
 def written_out(block, x: torch.Tensor, kind: str) -> torch.Tensor:

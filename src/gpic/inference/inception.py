@@ -1,15 +1,23 @@
 """The FID Inception network (pool3 features for the classic FID protocol, gpic.fd): the
 InceptionV3 graph of TensorFlow's 2015-12-05 FID model as pytorch-fid ports it, built from
-torchvision's Inception3 modules with the four FID-specific changes, and its weights loaded
+pytorch-fid's own modules (`pytorch_fid.inception`, pytorch-fid 0.3.0), and its weights loaded
 from a local file (`pt_inception-2015-12-05-6726825d.pth`, pytorch-fid's release; never
 downloaded here).
 
 The FID graph differs from torchvision's InceptionV3 in: 1008 classes (the fc layer, unused
 for features, is part of the weights file), no auxiliary classifier, and the pooling branch
 of the mixed blocks: TensorFlow's average pool does not count the zero padding
-(`count_include_pad=False`) in blocks 5b-5d (A), 6b-6e (C) and 7b (E), and block 7c (E)
-max-pools where torchvision average-pools. The feature is the 2048-d global average of
-Mixed_7c's output (pool3)."""
+(`count_include_pad=False`) in blocks 5b-5d (pytorch-fid's FIDInceptionA), 6b-6e
+(FIDInceptionC) and 7b (FIDInceptionE_1), and block 7c (FIDInceptionE_2) max-pools where
+torchvision average-pools. The feature is the 2048-d global average of Mixed_7c's output
+(pool3).
+
+pytorch-fid's `fid_inception_v3()` ends by downloading the weights
+(`load_state_dict_from_url`) and its `InceptionV3` wrapper calls it, so neither is used:
+`fid_inception_v3` below does its construction (torchvision's Inception3 with pytorch-fid's
+FID blocks swapped in, the same modules and state-dict keys) without weights, and
+`InceptionFeatures` loads and checks the local file itself. `pool3` runs the modules that
+pytorch-fid's `InceptionV3` (output block 3, no resize, no normalisation) runs."""
 
 from __future__ import annotations
 
@@ -27,75 +35,24 @@ IMAGE_SIZE = 299
 DIM = 2048
 
 
-def _tf_avg_pool(x):
-    """TensorFlow's 3x3 stride-1 average pool: the zero padding is not counted."""
-    import torch.nn.functional as F
-
-    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-
-
-def _max_pool(x):
-    import torch.nn.functional as F
-
-    return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-
-
-def _blocks():
-    """The FID variants of torchvision's InceptionA, InceptionC and InceptionE: the same
-    submodules (hence the same state-dict keys), only the pooling branch changed."""
-    from torchvision.models.inception import InceptionA, InceptionC, InceptionE
-
-    class FIDInceptionA(InceptionA):
-        def _forward(self, x):
-            branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
-            branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-            return [self.branch1x1(x), branch5x5, branch3x3dbl, self.branch_pool(_tf_avg_pool(x))]
-
-    class FIDInceptionC(InceptionC):
-        def _forward(self, x):
-            branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-            branch7x7dbl = x
-            for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                         self.branch7x7dbl_5):
-                branch7x7dbl = conv(branch7x7dbl)
-            return [self.branch1x1(x), branch7x7, branch7x7dbl, self.branch_pool(_tf_avg_pool(x))]
-
-    class FIDInceptionE(InceptionE):
-        """`pool` is the TensorFlow average pool in Mixed_7b and a max pool in Mixed_7c."""
-
-        def __init__(self, in_channels: int, pool):
-            super().__init__(in_channels)
-            self.pool = pool
-
-        def _forward(self, x):
-            import torch
-
-            branch3x3 = self.branch3x3_1(x)
-            branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], 1)
-            branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-            branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
-            return [self.branch1x1(x), branch3x3, branch3x3dbl, self.branch_pool(self.pool(x))]
-
-    return FIDInceptionA, FIDInceptionC, FIDInceptionE
-
-
 def fid_inception_v3():
-    """The FID InceptionV3 (torchvision's Inception3 with 1008 classes, no auxiliary
-    classifier and the FID blocks) in eval mode; its weights are PyTorch's default random
-    initialisation until a state dict is loaded."""
+    """The FID InceptionV3 in eval mode, built as pytorch-fid's `fid_inception_v3()` builds it
+    (torchvision's Inception3 with 1008 classes, no auxiliary classifier and pytorch-fid's FID
+    blocks) but without its download: the weights are PyTorch's default random initialisation
+    until a state dict is loaded."""
+    from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
     from torchvision.models.inception import Inception3
 
-    block_a, block_c, block_e = _blocks()
     net = Inception3(num_classes=1008, aux_logits=False, transform_input=False, init_weights=False)
-    net.Mixed_5b = block_a(192, pool_features=32)
-    net.Mixed_5c = block_a(256, pool_features=64)
-    net.Mixed_5d = block_a(288, pool_features=64)
-    net.Mixed_6b = block_c(768, channels_7x7=128)
-    net.Mixed_6c = block_c(768, channels_7x7=160)
-    net.Mixed_6d = block_c(768, channels_7x7=160)
-    net.Mixed_6e = block_c(768, channels_7x7=192)
-    net.Mixed_7b = block_e(1280, _tf_avg_pool)
-    net.Mixed_7c = block_e(2048, _max_pool)
+    net.Mixed_5b = FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = FIDInceptionE_1(1280)
+    net.Mixed_7c = FIDInceptionE_2(2048)
     return net.eval()
 
 
