@@ -54,6 +54,7 @@ mutants: $(VENV)/.installed $(I2D)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests workflow/scripts
+	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 

@@ -61,6 +61,13 @@ def test_snakefmt_is_clean():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def test_import_contracts_hold():
+    """.importlinter's layers: the product never imports the benchmarks or the devkit, a stage no
+    later stage, inference no stage, and no part of the package imports in a cycle."""
+    run = subprocess.run([str(BIN / "lint-imports")], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0 and "BROKEN" not in run.stdout, run.stdout[-3000:] + run.stderr
+
+
 def test_ruff_is_clean():
     run = subprocess.run([str(BIN / "ruff"), "check", "src", "tests", "workflow/scripts"], cwd=REPO,
                          capture_output=True, text=True)
@@ -136,3 +143,19 @@ def test_profiles_name_only_rules_the_workflow_has(profile):
     assert set(settings.get("set-resources", {})) <= rules
     if profile == "slurm":
         assert settings["executor"] == "slurm" and settings["default-resources"]["slurm_partition"]
+
+
+def test_collectors_come_from_one_registry(tmp_path):
+    """The config, the workflow's wildcard and `gpic collect` read the names from
+    gpic.contracts.COLLECTORS: an unknown name is refused, naming it and the choices."""
+    from gpic.config import validate_config
+    from gpic.contracts import COLLECTORS
+
+    base = {"shards": 1, **{stage: {"model": "m"} for stage in ("judge", "embed", "caption")}}
+    with pytest.raises(ConfigError, match=r"unknown collector 'flikr': choose from commons, commons-dump, flickr"):
+        validate_config({**base, "collect": {"collectors": ["flikr"]}})
+    assert validate_config({**base, "collect": {"collectors": list(COLLECTORS)}})["collect"]["collectors"]
+    with pytest.raises(ConfigError, match="nothing to read"):
+        validate_config(base)
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert 'collector="|".join(COLLECTORS)' in common and "check_inputs(config)" in common

@@ -17,6 +17,8 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import best_match
 
+from gpic.contracts import COLLECTORS
+
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
 
@@ -225,10 +227,19 @@ def validate_config(config: dict) -> Config:
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
         raise ConfigError(f"config {where}: {error.message}")
+    check_inputs(config)
+    return config
+
+
+def check_inputs(config: dict) -> None:
+    """A run must read something: source manifests, or collectors that exist (their registry is
+    gpic.collect.COLLECTORS). The workflow calls this too, on the config Snakemake validated."""
+    if unknown := [name for name in config["collect"]["collectors"] if name not in COLLECTORS]:
+        raise ConfigError(f"config collect/collectors: unknown collector {unknown[0]!r}: choose from "
+                          f"{', '.join(COLLECTORS)}")
     if not config["sources"] and not config["collect"]["collectors"]:
         raise ConfigError("config sources: nothing to read: name source manifests in `sources` or collectors in "
                           "`collect.collectors`")
-    return config
 
 
 def load_config(path: str | Path) -> Config:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 LEVELS = ("label", "short", "medium", "long")  # caption levels, shortest first
@@ -61,7 +62,25 @@ RECORD_SCHEMAS = ("ours", "gpic")  # config pack.schema
 CAPTION_TYPES = {"label": "tag", "short": "short", "medium": "medium", "long": "long"}  # our level -> GPIC's name
 LEVEL_OF_CAPTION_TYPE = {name: level for level, name in CAPTION_TYPES.items()}
 GPIC_TIERS = ("nano", "lite", "full")  # GPIC's tiers, smallest first
+# The collectors of stage 1, the one registry of their names (config, workflow, `gpic collect`):
+# name -> (module, config section).
+COLLECTORS = {
+    "commons": ("gpic.collect.commons_api", "commons"),
+    "commons-dump": ("gpic.collect.commons_dump", "commons_dump"),
+    "flickr": ("gpic.collect.flickr_api", "flickr"),
+    "yfcc": ("gpic.collect.yfcc", "yfcc"),
+}
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # image members of a webdataset sample
+
+
+def descriptor_matrix(blobs: list[bytes]) -> np.ndarray:
+    """Stored descriptor bytes (the embed stage's fp16, read by dedup) as one (n, d) float16
+    matrix; (0, 0) for none."""
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float16)
+    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1)
+
+
 # What ours records carry that GPIC's do not; `pack.schema: gpic` keeps them beside GPIC's fields.
 PROVENANCE_FIELDS = ("source", "source_id", "url", "license_id", "title", "sha256", "caption_model",
                      "caption_model_revision")

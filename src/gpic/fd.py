@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gpic.contracts import IMAGE_EXTENSIONS
 from gpic.identity import file_sha256, weights_revision
 from gpic.inference.dinov2 import DinoV2Features
 from gpic.inference.inception import FID_WEIGHTS_SHA256_PREFIX, InceptionFeatures, weights_file_revision
@@ -56,7 +57,7 @@ PROTOCOL = ("DINOv2 CLS token after the final layer norm; PIL convert('RGB'), re
 IMAGE_SIZE = 224
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_SUFFIXES = tuple(f".{ext}" for ext in IMAGE_EXTENSIONS)
 # (v / 255 - mean) / std for every uint8 v, per channel, computed in float32: a table lookup
 # gives bit-identical values to the arithmetic at half its cost.
 _NORMALISE = (np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0) - MEAN[:, None]) / STD[:, None]

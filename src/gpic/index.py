@@ -115,7 +115,9 @@ def exists(path: str) -> bool:
 
 
 @dataclass
-class Outcome:
+class IndexResult:
+    """What indexing one tar gave: its sample count, or that it was skipped, or the error."""
+
     url: str
     index: str
     samples: int = 0
@@ -123,23 +125,23 @@ class Outcome:
     error: str = ""
 
 
-def index_one(url: str, out_dir: str | Path | None = None, force: bool = False) -> Outcome:
+def index_one(url: str, out_dir: str | Path | None = None, force: bool = False) -> IndexResult:
     """Index one tar unless its index exists (`force` rebuilds); errors are returned, not
     raised, so the other tars continue."""
     path = index_path(url, out_dir)
     if not force and exists(path):
-        return Outcome(url, path, skipped=True)
+        return IndexResult(url, path, skipped=True)
     try:
         index = index_tar(url)
         write_index(index, path)
     except (NotAWebdataset, tarfile.TarError, OSError) as error:
-        return Outcome(url, path, error=str(error) if isinstance(error, NotAWebdataset) else
+        return IndexResult(url, path, error=str(error) if isinstance(error, NotAWebdataset) else
                        f"{url}: {type(error).__name__}: {error}")
-    return Outcome(url, path, samples=len(index))
+    return IndexResult(url, path, samples=len(index))
 
 
 def index_shards(urls: Iterable[str], out_dir: str | Path | None = None, force: bool = False, workers: int = 1,
-                 done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                 done: Callable[[IndexResult], None] | None = None) -> list[IndexResult]:
     """Index every tar (`workers` at a time: a remote read waits on the network); `done` is
     called as each finishes (progress). A cache folder needs distinct tar names."""
     urls = list(urls)

@@ -51,7 +51,7 @@ def prepare(block: str, results: Path, config: Config, stamp: str | Path) -> Non
     """CPU: fetch (licence gate, download) and filter every shard of the block; one fetcher
     for the block, so kept-alive connections, host pauses and budgets span its shards."""
     counts, layout = {}, Layout(results)
-    with fetch.load_model(config) as fetcher:
+    with fetch.open_fetcher(config) as fetcher:
         for shard in block_shards(block):
             files = layout.shard(shard)
             records, filtered = fetch.run(files, config, model=fetcher), filtering.run(files, config)

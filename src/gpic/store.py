@@ -53,8 +53,9 @@ def write_json(obj: object, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def stamp(df: pd.DataFrame, stage: str, params: object, **extra: str) -> pd.DataFrame:
-    """Add the columns that say what produced each record (docs/architecture.md)."""
+def with_producer(df: pd.DataFrame, stage: str, params: object, **extra: str) -> pd.DataFrame:
+    """Add the columns that say what produced each record (docs/architecture.md); "stamp" is
+    the block job's completion file alone."""
     df = df.copy()
     df[f"{stage}_config_hash"] = config_hash(params)
     df[f"{stage}_version"] = __version__

@@ -441,9 +441,8 @@ def test_a_shard_with_nothing_embedded_between_others_is_decided_around(tmp_path
     the shards around it are still searched, and a copy across it still found."""
     x = unit(np.random.default_rng(6), 8)
     tables = {"00000": embed_table(["a0", "a1", "a2", "a3"], x[:4]),
-              "00001": embed_table([], []),
+              "00001": embed_table(["f0"], np.zeros((1, 32))).assign(embed_status="failed", embed_reason="x"),
               "00002": embed_table(["c0", "c1"], np.concatenate([near(np.random.default_rng(7), x[:1], 0.97), x[5:6]]))}
-    tables["00001"].loc[0] = {"key": "f0", "embed_status": "failed", "embed_reason": "fetch failed"}
     paths = {}
     for shard, table in tables.items():
         paths[shard] = str(tmp_path / "embed" / f"{shard}.parquet")

@@ -4,16 +4,14 @@
 # file, which keeps the DAG to a few thousand jobs and files at 8,000 shards (gpic.jobs).
 # Every path comes from gpic.layout, the one description of results/.
 
+from gpic.contracts import COLLECTORS
+from gpic.config import check_inputs
 from gpic.identity import shard_name
 from gpic.layout import Layout, block_names, block_shards, bucket_of, bucket_range
 from gpic.review.cost import report_settings
 
 R = Layout()
-if not config["sources"] and not config["collect"]["collectors"]:
-    raise ValueError(
-        "config sources: nothing to read: name source manifests in `sources` "
-        "or collectors in `collect.collectors`"
-    )
+check_inputs(config)
 PER_JOB = config["shards_per_job"]
 BLOCKS = block_names(config["shards"], PER_JOB)
 BUCKETS = {
@@ -23,7 +21,7 @@ BUCKETS = {
 
 
 wildcard_constraints:
-    collector="commons|commons-dump|flickr|yfcc",
+    collector="|".join(COLLECTORS),
     block=r"\d{5}-\d{5}",
     bucket=r"\d{5}",
     split="val|test",

@@ -13,15 +13,14 @@ rule partition:
         path(R.benchmark("partition", "partition"))
     conda:
         "../envs/cpu.yaml"
-    # Keying processes: reading and spreading rows in the main one (~10 us a row) is the pace,
-    # each keying process does ~10 us a row, so four keep up with room to spare.
+    # The main process reads and spreads rows; four keying processes keep up with it
+    # (docs/cluster.md, "Scale").
     threads: 4
     resources:
-        # Streams: 0.4-0.45 GB peak at 1M rows and 8,000 shards, 0.73 GB with 500k-row buckets
-        # (110M rows give ~430k); the ceiling is two 256 MiB buckets plus a batch, whatever N is.
-        # While keying, ~0.25 GB per keying process and up to two batches each in flight.
+        # Streams: memory is bounded by two buckets and a batch per keying process, whatever
+        # the row count; measured figures in docs/cluster.md.
         mem_mb=3000,
-        runtime=180,  # 110M rows: ~0.5 h with four keying processes, 1.6 h in one on a busy machine
+        runtime=180,
     params:
         shards=config["shards"],
         splits=config["splits"],

@@ -40,21 +40,40 @@ def figures_line(figures: dict[str, float | int | str]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
 
 
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # scikit-image's photos: real images, shipped offline
+
+
+def photos(names: tuple[str, ...] = PHOTOS) -> list[Image.Image]:
+    """Real photos the benches cut their images from, as RGB."""
+    return [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in names]
+
+
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def gpic_sized_jpegs(n: int, seed: int = 0) -> list[bytes]:
+    """n JPEGs of GPIC's mean size (479x587), each a random three-quarter crop of a real photo."""
+    rng, shipped = np.random.default_rng(seed), photos()
+    out = []
+    for i in range(n):
+        photo = shipped[i % len(shipped)]
+        left, top = int(rng.integers(0, photo.width // 4)), int(rng.integers(0, photo.height // 4))
+        out.append(jpeg(photo.crop((left, top, left + photo.width * 3 // 4, top + photo.height * 3 // 4))
+                        .resize((479, 587))))
+    return out
+
+
 def synthetic_shard(out_dir: Path, n: int, seed: int = 0) -> ShardInputs:
     """A shard's pack inputs on disk: n JPEGs of GPIC's mean size (479x587) cut from real
     photos, and the manifest, fetch, filter and caption tables that pack joins."""
-    rng = np.random.default_rng(seed)
-    photos = [Image.fromarray(getattr(skimage.data, name)()) for name in ("astronaut", "coffee", "chelsea", "rocket")]
     out_dir.mkdir(parents=True, exist_ok=True)
     members, rows = [], []
-    for i in range(n):
-        photo = photos[i % len(photos)]
-        left, top = int(rng.integers(0, photo.width // 4)), int(rng.integers(0, photo.height // 4))
-        image = photo.crop((left, top, left + photo.width * 3 // 4, top + photo.height * 3 // 4)).resize((479, 587))
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, "JPEG", quality=90)
+    for i, data in enumerate(gpic_sized_jpegs(n, seed)):
         key = f"{i:020x}"
-        members.append((f"{key}.jpg", buffer.getvalue()))
+        members.append((f"{key}.jpg", data))
         rows.append({"key": key, "split": "train", "source": "wikimedia", "source_id": str(i),
                      "url": f"https://example.org/{i}.jpg", "license": "CC BY 4.0", "license_url": "",
                      "attribution": "Photographer", "title": f"Photo {i}",

@@ -19,18 +19,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance, ImageOps
 
+from gpic.bench import jpeg, photos
 from gpic.images import VLM_MAX_SIDE, load_rgb
 from gpic.stages.dedup import auto_nlist, cluster, descriptor_pairs, exact_pairs, phash_codes, phash_pairs
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera",
                   "retina", "moon", "coins", "clock", "brick", "grass", "gravel", "cell", "page", "text")
 SHARD = 13_750  # GPIC's mean raw shard: descriptors are streamed one shard at a time
-
-
-def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def _crop(image: Image.Image, keep: float) -> Image.Image:
@@ -45,15 +40,15 @@ def _resize(image: Image.Image, scale: float) -> Image.Image:
 # Planted copies: the original's JPEG bytes -> a copy's bytes.
 TRANSFORMS = {
     "byte copy": lambda data, im: data,
-    "jpeg q75": lambda data, im: _jpeg(im, 75),
-    "jpeg q50": lambda data, im: _jpeg(im, 50),
-    "jpeg q30": lambda data, im: _jpeg(im, 30),
-    "resize 80%": lambda data, im: _jpeg(_resize(im, 0.8)),
-    "resize 50%": lambda data, im: _jpeg(_resize(im, 0.5)),
-    "crop 95%": lambda data, im: _jpeg(_crop(im, 0.95)),
-    "crop 90%": lambda data, im: _jpeg(_crop(im, 0.90)),
-    "hflip": lambda data, im: _jpeg(ImageOps.mirror(im)),
-    "colour +8%/+15%": lambda data, im: _jpeg(ImageEnhance.Color(ImageEnhance.Brightness(im).enhance(1.08))
+    "jpeg q75": lambda data, im: jpeg(im, 75),
+    "jpeg q50": lambda data, im: jpeg(im, 50),
+    "jpeg q30": lambda data, im: jpeg(im, 30),
+    "resize 80%": lambda data, im: jpeg(_resize(im, 0.8)),
+    "resize 50%": lambda data, im: jpeg(_resize(im, 0.5)),
+    "crop 95%": lambda data, im: jpeg(_crop(im, 0.95)),
+    "crop 90%": lambda data, im: jpeg(_crop(im, 0.90)),
+    "hflip": lambda data, im: jpeg(ImageOps.mirror(im)),
+    "colour +8%/+15%": lambda data, im: jpeg(ImageEnhance.Color(ImageEnhance.Brightness(im).enhance(1.08))
                                                           .enhance(1.15)),
 }
 
@@ -63,11 +58,10 @@ def quality_photos(demo_dir: Path | None = None) -> dict[str, Image.Image]:
     corpus's distinct images (crops of the same photos, pairwise separated: hard negatives)."""
     if demo_dir is None:
         import matplotlib.cbook
-        import skimage.data
 
-        photos = {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in SKIMAGE_PHOTOS}
-        photos["grace_hopper"] = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
-        return photos
+        found = dict(zip(SKIMAGE_PHOTOS, photos(SKIMAGE_PHOTOS), strict=True))
+        found["grace_hopper"] = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+        return found
     demo_dir = Path(demo_dir)
     expected = pd.read_csv(demo_dir / "expected.csv", dtype=str, keep_default_na=False)
     manifests = pd.concat([pd.read_csv(demo_dir / "manifests" / "wikimedia.csv", dtype=str, keep_default_na=False),
@@ -87,7 +81,7 @@ def dedup_quality(photos: dict[str, Image.Image], config: dict) -> tuple[pd.Data
     cfg = config["dedup"]
     rows = []
     for name, photo in sorted(photos.items()):
-        original = _jpeg(photo)
+        original = jpeg(photo)
         decoded = Image.open(io.BytesIO(original)).convert("RGB")
         first = len(rows)
         rows.append({"photo": name, "transform": "original", "data": original, "original": first})

@@ -6,16 +6,15 @@ descriptors and hashes of the two are apart."""
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
 from pathlib import Path
 
 import imagehash
 import numpy as np
-import skimage.data
 from PIL import Image
 
+from gpic.bench import jpeg, photos
 from gpic.config import validate_config
 from gpic.images import VLM_MAX_SIDE, load_rgb
 from gpic.stages.embed import Describer, load_model
@@ -28,10 +27,10 @@ def mixed_jpegs(n: int, seed: int = 0) -> list[bytes]:
     """n JPEGs cut from real photos at aspect ratios from 1:2 to 2:1, long side 320 to 1024 px
     (mostly distinct shapes, as on the web)."""
     rng = np.random.default_rng(seed)
-    photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in PHOTOS]
+    shipped = photos(PHOTOS)
     out = []
     for i in range(n):
-        photo = photos[i % len(photos)]
+        photo = shipped[i % len(shipped)]
         aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))  # width / height
         width = min(photo.width, round(photo.height * aspect))
         height = min(photo.height, round(width / aspect))
@@ -39,10 +38,8 @@ def mixed_jpegs(n: int, seed: int = 0) -> list[bytes]:
         long_side = int(rng.integers(320, 1025))
         scale = long_side / max(width, height)
         crop = photo.crop((left, top, left + width, top + height))
-        image = crop.resize((max(16, round(width * scale)), max(16, round(height * scale))), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
-        out.append(buffer.getvalue())
+        out.append(jpeg(crop.resize((max(16, round(width * scale)), max(16, round(height * scale))),
+                                    Image.Resampling.LANCZOS)))
     return out
 
 

@@ -14,27 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpic.bench import best_of
+from gpic.bench import best_of, gpic_sized_jpegs
 from gpic.fd import DEFAULT_RESAMPLES, ReferenceDistance, Stats, decode, frechet_distance, preprocess_inception
 from gpic.inference.dinov2 import DinoV2Features
-
-
-def demo_jpegs(n: int, seed: int = 0) -> list[bytes]:
-    """n JPEGs of GPIC's mean size (479x587) cut from real photos shipped with scikit-image."""
-    import skimage.data
-
-    rng = np.random.default_rng(seed)
-    photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-              for name in ("astronaut", "coffee", "chelsea", "rocket")]
-    out = []
-    for i in range(n):
-        photo = photos[i % len(photos)]
-        left, top = int(rng.integers(0, photo.width // 4)), int(rng.integers(0, photo.height // 4))
-        image = photo.crop((left, top, left + photo.width * 3 // 4, top + photo.height * 3 // 4)).resize((479, 587))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
 
 
 def bench_fd(model: str | Path, n: int = 64, batch_size: int = 32, repeat: int = 3, device: str = "cpu") -> dict:
@@ -44,7 +26,7 @@ def bench_fd(model: str | Path, n: int = 64, batch_size: int = 32, repeat: int =
     import torch
     from transformers import AutoImageProcessor
 
-    blobs = demo_jpegs(n)
+    blobs = gpic_sized_jpegs(n)
     batches = [blobs[i:i + batch_size] for i in range(0, n, batch_size)]
     features = DinoV2Features(model, device)
     processor = AutoImageProcessor.from_pretrained(model)
@@ -108,7 +90,7 @@ def inception_rate(n: int = 8, batch_size: int = 8, device: str = "cpu") -> floa
     from gpic.devkit.tiny_models import build_random_fid_inception
     from gpic.inference.inception import InceptionFeatures
 
-    blobs = demo_jpegs(n, seed=1)
+    blobs = gpic_sized_jpegs(n, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         network = InceptionFeatures(build_random_fid_inception(Path(tmp) / "fid_inception.pth"), device)
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-import skimage.data
 from PIL import Image, ImageFilter
 
-from gpic.bench import best_of, synthetic_shard
+from gpic.bench import best_of, jpeg, photos, synthetic_shard
 from gpic.config import FilterConfig, validate_config
 from gpic.images import normalise
 from gpic.stages.filter import assess
@@ -46,18 +45,16 @@ def near_threshold(cfg: FilterConfig, low: float = 0.5, high: float = 2.0) -> li
     decode could decide otherwise. The bench's own JPEGs are sharp (blur far above the
     threshold), so their agreement says nothing here."""
     out = []
-    for name in NEAR_PHOTOS:
-        photo = Image.fromarray(getattr(skimage.data, name)())
+    for photo in photos(NEAR_PHOTOS):
         for image in (photo, photo.resize((479, 587), Image.Resampling.LANCZOS)):
             for radius in NEAR_RADII:
-                buffer = io.BytesIO()
-                image.filter(ImageFilter.GaussianBlur(float(radius))).save(buffer, "JPEG", quality=90)
-                full = assess(buffer.getvalue(), cfg, reduced=False)
+                blurred = jpeg(image.filter(ImageFilter.GaussianBlur(float(radius))))
+                full = assess(blurred, cfg, reduced=False)
                 if full["blur"] < low * cfg["min_blur"]:
                     break  # blur only falls as the radius grows
                 reason = full["filter_reason"]  # blur is the last check: "blurry" means all others passed
                 if full["blur"] <= high * cfg["min_blur"] and (not reason or reason.startswith("blurry")):
-                    out.append(buffer.getvalue())
+                    out.append(blurred)
     return out
 
 

@@ -76,7 +76,7 @@ from gpic.stages import judge as judging
 from gpic.stages.fetch import fetch_params
 from gpic.stages.filter import COLUMNS as FILTER_COLUMNS
 from gpic.stages.filter import scores_hash
-from gpic.store import TarWriter, read_table, stamp, write_json, write_table
+from gpic.store import TarWriter, read_table, with_producer, write_json, write_table
 
 STEPS = ("partition", "dedup", "summary", "publish", "verify", "report", "cost", "status")
 TARGET_KEYS = 110_000_000
@@ -517,7 +517,7 @@ class Synthesizer:
                              "upload.wikimedia.org").astype(object),
             "wire_bytes": (wire * attempts.clip(max=1)).astype(np.int64),
             "fetch_s": np.where(attempted, rng.lognormal(-0.7, 0.6, n) * attempts, 0.0), "raw_offset": offsets})
-        write_table(stamp(fetch, "fetch", fetch_params(self.cfg)), files.table("fetch"))
+        write_table(with_producer(fetch, "fetch", fetch_params(self.cfg)), files.table("fetch"))
 
         filtered = pd.DataFrame({
             "key": keys, "format": np.where(ext == "png", "PNG", "JPEG").astype(object), "width": width,
@@ -526,7 +526,7 @@ class Synthesizer:
             "overexposed": frng.beta(1, 60, n), "underexposed": frng.beta(1, 60, n), "std": std,
             "entropy": frng.uniform(6.5, 7.9, n), "phash": phash_hex,
             "filter_verdict": np.where(passed, "pass", "drop").astype(object), "filter_reason": filter_reason})[ok]
-        filtered = stamp(filtered[FILTER_COLUMNS], "filter", self.cfg["filter"],
+        filtered = with_producer(filtered[FILTER_COLUMNS], "filter", self.cfg["filter"],
                          scores_hash=scores_hash(self.cfg["filter"]))
         write_table(filtered, files.table("filter"))
 
@@ -534,15 +534,17 @@ class Synthesizer:
                                **{f"{c}_{x}": values[:, i] for i, c in enumerate(criteria)
                                   for x, values in (("p_reject", p_reject), ("mass", mass))}})[passed]
         judged = judged[judging.COLUMNS + [f"{c}_{x}" for c in criteria for x in ("p_reject", "mass")]]
-        write_table(stamp(judged, "judge", self.cfg["judge"], prompt_hash=config_hash(self.cfg["judge"]["criteria"]),
-                          model_id=JUDGE_MODEL[0], model_revision=JUDGE_MODEL[1]), files.table("judge"))
+        criteria_hash = config_hash(self.cfg["judge"]["criteria"])
+        judged = with_producer(judged, "judge", self.cfg["judge"], prompt_hash=criteria_hash,
+                               model_id=JUDGE_MODEL[0], model_revision=JUDGE_MODEL[1])
+        write_table(judged, files.table("judge"))
 
         embed = pd.DataFrame({
             "key": keys[embedded], "embed_status": "ok", "embed_reason": "", "phash": phash_hex[embedded],
             "descriptor": [row.tobytes() for row in descriptors16[embedded]], "split": m["split"].to_numpy()[embedded],
             "sha256": sha[embedded], "width": width[embedded], "height": height[embedded]}, columns=EMBED_COLUMNS)
-        write_table(stamp(embed, "embed", self.cfg["embed"], model_id=EMBED_MODEL[0], model_revision=EMBED_MODEL[1]),
-                    files.table("embed"))
+        embed = with_producer(embed, "embed", self.cfg["embed"], model_id=EMBED_MODEL[0], model_revision=EMBED_MODEL[1])
+        write_table(embed, files.table("embed"))
 
         mine = np.isin(where, originals_here)
         kept = Originals(keys[where][mine], [members[i] for i in where[mine]], sha[where][mine], phash[where][mine],
@@ -574,8 +576,8 @@ class Synthesizer:
         decisions["kept"] = ~removed
         decisions["duplicate_of"] = decisions["duplicate_of"].fillna("")
         decisions["dedup_layer"] = decisions["dedup_layer"].fillna("")
-        decisions = stamp(decisions[dedup.DECISIONS].sort_values(["shard", "key"]).reset_index(drop=True), "dedup",
-                          self.cfg["dedup"])
+        decisions = decisions[dedup.DECISIONS].sort_values(["shard", "key"]).reset_index(drop=True)
+        decisions = with_producer(decisions, "dedup", self.cfg["dedup"])
         by_shard = dict(iter(decisions.groupby("shard")))
         for index in range(self.shards):
             shard = shard_name(index)
@@ -612,7 +614,7 @@ class Synthesizer:
                                  "batch_size": caption["batch_size"],
                                  "max_new_tokens": {lv: caption["levels"][lv]["max_new_tokens"] for lv in LEVELS},
                                  "max_pixels": caption["max_pixels"]}, sort_keys=True)
-        table = stamp(table, "caption", caption, prompt_hash=config_hash(caption["levels"]), decoding="greedy",
+        table = with_producer(table, "caption", caption, prompt_hash=config_hash(caption["levels"]), decoding="greedy",
                       generation=generation, model_id=JUDGE_MODEL[0], model_revision=JUDGE_MODEL[1])
         write_table(table, files.table("captions"))
         packed = pack.run(files, self.cfg)  # the real pack: tar and index of train shard `index`

@@ -22,18 +22,12 @@ from types import ModuleType
 import pyarrow.parquet as pq
 
 from gpic.collect.common import ApiClient, CollectError, RateLimit, collect_part, written_with
+from gpic.contracts import COLLECTORS
 from gpic.identity import config_hash
 from gpic.store import write_json
 
 log = logging.getLogger(__name__)
 
-# collector name -> (module, config section)
-COLLECTORS = {
-    "commons": ("gpic.collect.commons_api", "commons"),
-    "commons-dump": ("gpic.collect.commons_dump", "commons_dump"),
-    "flickr": ("gpic.collect.flickr_api", "flickr"),
-    "yfcc": ("gpic.collect.yfcc", "yfcc"),
-}
 SUMMARY = "collection.json"
 PART_LIST_KEYS = ("start", "end", "chunks", "categories")
 

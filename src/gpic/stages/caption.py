@@ -25,7 +25,7 @@ from gpic.images import load_batches
 from gpic.inference.vlm import VisionLanguageModel, VllmModel
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
-from gpic.store import read_table, read_tar, stamp, write_table
+from gpic.store import read_table, read_tar, with_producer, write_table
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def caption_shard(decisions: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar:
             log.info("captioned %d/%d%s", done, len(members), " (part file of an earlier run)" if resumed else "")
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
     table = table.sort_values("key", ignore_index=True)
-    table = stamp(table, "caption", cfg, prompt_hash=config_hash(cfg["levels"]), decoding="greedy",
+    table = with_producer(table, "caption", cfg, prompt_hash=config_hash(cfg["levels"]), decoding="greedy",
                   generation=generation_params(cfg), **extra)
     write_table(table, out_path)
     shutil.rmtree(out_path.with_name(out_path.name + ".parts"), ignore_errors=True)

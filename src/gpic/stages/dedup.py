@@ -30,10 +30,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from gpic.config import Config, DedupConfig
+from gpic.contracts import descriptor_matrix
 from gpic.identity import shard_name
 from gpic.layout import Layout, block_names, block_shards
 from gpic.stages import STAGES
-from gpic.store import atomic_path, read_table, stamp, write_json, write_table
+from gpic.store import atomic_path, read_table, with_producer, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,6 @@ GATHER_ROWS = 1 << 12
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, similarity) with i < j
 Chunks = Callable[[], Iterable[np.ndarray]]  # a fresh pass over the descriptors, shard by shard
-
-
-def descriptor_matrix(blobs: list[bytes]) -> np.ndarray:
-    """Stored descriptor bytes (the embed stage's fp16) as one (n, d) float16 matrix."""
-    if not blobs:
-        return np.zeros((0, 0), dtype=np.float16)
-    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1)
 
 
 def _unique_pairs(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int) -> Edges:
@@ -490,12 +484,12 @@ def dedup_corpus(embed_paths: dict[str, str], cfg: DedupConfig, decisions_path: 
     digests = {}
     with atomic_path(decisions_path) as tmp, pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as everything:
         for s, shard in enumerate(shards):
-            part = stamp(frame(keys, links, bounds[s], bounds[s + 1]), "dedup", cfg)
+            part = with_producer(frame(keys, links, bounds[s], bounds[s + 1]), "dedup", cfg)
             if shard in shard_paths:
                 write_table(part, shard_paths[shard], schema=SCHEMA)
             digests[shard] = slice_digest(part)
             everything.write_table(pa.Table.from_pandas(part, schema=SCHEMA, preserve_index=False))
-        empty = stamp(pd.DataFrame(columns=DECISIONS), "dedup", cfg)
+        empty = with_producer(pd.DataFrame(columns=DECISIONS), "dedup", cfg)
         for shard in set(shard_paths) - set(shards):
             write_table(empty, shard_paths[shard], schema=SCHEMA)
         for path, members in (digest_paths or {}).items():

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from gpic.config import Config, EmbedConfig
+from gpic.contracts import descriptor_matrix
 from gpic.images import load_batches
 from gpic.inference.copy_detector import CopyDetector
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
 from gpic.stages import judge as judging
-from gpic.stages.dedup import descriptor_matrix
-from gpic.store import read_table, read_tar, stamp, write_table
+from gpic.store import read_table, read_tar, with_producer, write_table
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,11 @@ def embed_table(rows: list[dict], facts: pd.DataFrame, cfg: EmbedConfig, out_pat
     (for keys described) joined from `facts`."""
     table = pd.DataFrame(rows, columns=["key", "embed_status", "embed_reason", "descriptor"])
     table = table.merge(facts.drop(columns="raw_member").reset_index(), on="key", how="left")
-    table["phash"] = table["phash"].where(table["embed_status"] == "ok")  # as before: a hash only beside a descriptor
+    table["phash"] = table["phash"].where(table["embed_status"] == "ok")  # a hash only beside a descriptor
     table = table[COLUMNS].sort_values("key")
     extra = ({"model_id": detector.model_id, "model_revision": detector.revision} if len(facts)
              else {"model_id": "", "model_revision": ""})
-    table = stamp(table, "embed", cfg, **extra)
+    table = with_producer(table, "embed", cfg, **extra)
     write_table(table, out_path)
     return table
 

@@ -24,7 +24,7 @@ from gpic.identity import config_hash
 from gpic.images import ROTATED, DecodeError, normalise, open_image, orientation
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
-from gpic.store import read_table, read_tar, stamp, write_table
+from gpic.store import read_table, read_tar, with_producer, write_table
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def filter_shard(fetch_records: pd.DataFrame, raw_tar: str | Path, cfg: FilterCo
     raw = read_tar(raw_tar) if not set(fetched["key"]) <= set(stored) else {}
     rows = [decide(stored[key], cfg) if key in stored else {"key": key, **assess(raw[member], cfg)}
             for key, member in fetched.itertuples(index=False)]
-    table = stamp(pd.DataFrame(rows, columns=COLUMNS), "filter", cfg, scores_hash=scores_hash(cfg))
+    table = with_producer(pd.DataFrame(rows, columns=COLUMNS), "filter", cfg, scores_hash=scores_hash(cfg))
     write_table(table, out_path)
     log.info("filtered shard (%d of %d scores reused): %s", len(set(fetched["key"]) & set(stored)), len(fetched),
              table["filter_verdict"].value_counts().to_dict())

@@ -19,7 +19,7 @@ from gpic.identity import config_hash
 from gpic.images import load_batches
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
-from gpic.store import read_table, read_tar, stamp, write_table
+from gpic.store import read_table, read_tar, with_producer, write_table
 
 if TYPE_CHECKING:  # imported when a model is loaded: `gpic summary` reads judge tables without torch
     from gpic.inference.vlm import Question, VisionLanguageModel, VllmModel
@@ -124,7 +124,7 @@ def judge_shard(filter_table: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar
     table = pd.DataFrame(rows, columns=columns).sort_values("key")
     extra = ({"model_id": model.model_id, "model_revision": model.revision} if members
              else {"model_id": "", "model_revision": ""})
-    table = stamp(table, "judge", cfg, prompt_hash=config_hash(criteria), **extra)
+    table = with_producer(table, "judge", cfg, prompt_hash=config_hash(criteria), **extra)
     write_table(table, out_path)
     log.info("judge verdicts: %s", table["judge_verdict"].value_counts().to_dict())
     if warning := health_warning(judge_health(table)):
