@@ -117,11 +117,12 @@ def test_status_lists_pending_blocks_from_the_files_on_disk(demo, tmp_path):
     assert result.exit_code == 0, result.output
     assert all(row["pending"] == [] for row in json.loads(result.output))
     (tmp_path / "done" / "prepare").mkdir(parents=True)
-    (tmp_path / "done" / "prepare" / "00000-00003.json").write_text("{}")
+    (tmp_path / "done" / "prepare" / "00000-00003.json").write_text('{"files": {}, "shards": {}}')
     result = CliRunner().invoke(app, ["status", "--results", str(tmp_path), "--config", str(demo / "config.yaml"),
                                       "--json"])
     rows = {row["job"]: row for row in json.loads(result.output)}
     assert (rows["prepare"]["done"], rows["prepare"]["pending"]) == (1, ["00004-00007"])
+    assert result.exit_code == 0 and rows["prepare"]["damaged"] == {}
     assert rows["caption"]["pending"] == ["00000-00003", "00004-00007"] and rows["report"]["done"] == 0
     assert rows["pack_heldout"]["pending"] == ["val/gpic_val_00000.tar", "test/gpic_test_00000.tar",
                                                "test/gpic_test_00001.tar"]
