@@ -130,17 +130,17 @@ def test_sql_reader_refuses_what_the_grammar_does_not_allow(tmp_path, broken, wh
 
 def test_image_index_is_built_once_and_rebuilt_when_the_dump_changes(tmp_path):
     path = write_images(tmp_path / "image.sql", [image(n, 1, 1) for n in TRICKY])
-    index = commons_dump.image_index(path)
-    assert index == tmp_path / "image.sql.gpic-index.sqlite"
+    index = commons_dump.image_lookup(path)
+    assert index == tmp_path / "image.sql.gpic-lookup.sqlite"
     built = index.stat().st_mtime_ns
-    assert commons_dump.image_index(path) == index and index.stat().st_mtime_ns == built
+    assert commons_dump.image_lookup(path) == index and index.stat().st_mtime_ns == built
     write_images(path, [image("Other.jpg", 1, 1)])
-    with sqlite3.connect(commons_dump.image_index(path)) as db:
+    with sqlite3.connect(commons_dump.image_lookup(path)) as db:
         assert db.execute("SELECT name FROM image").fetchall() == [("Other.jpg",)]
     duplicate = write_images(tmp_path / "dup.sql", [image("A.jpg", 1, 1), image("A.jpg", 2, 2)])
     with pytest.raises(CollectError, match="occurs twice"):
-        commons_dump.image_index(duplicate)
-    assert not (tmp_path / "dup.sql.gpic-index.sqlite").exists()
+        commons_dump.image_lookup(duplicate)
+    assert not (tmp_path / "dup.sql.gpic-lookup.sqlite").exists()
 
 
 # ---------------------------------------------------------------------------

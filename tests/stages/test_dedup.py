@@ -262,12 +262,12 @@ def test_product_codes_widen_the_search_for_a_burst_of_copies():
 
 
 def test_auto_searches_exactly_up_to_flat_max_and_with_product_codes_above():
-    from gpic.stages.dedup import index_kind
+    from gpic.stages.dedup import search_kind
 
-    assert index_kind(CFG["flat_max"], CFG) == "flat"
-    assert index_kind(CFG["flat_max"] + 1, CFG) == "ivfpq"
-    assert index_kind(10, {**CFG, "index": "ivf"}) == "ivf"
-    assert index_kind(999, {**CFG, "index": "ivfpq"}) == "flat"  # too few to train product codes
+    assert search_kind(CFG["flat_max"], CFG) == "flat"
+    assert search_kind(CFG["flat_max"] + 1, CFG) == "ivfpq"
+    assert search_kind(10, {**CFG, "index": "ivf"}) == "ivf"
+    assert search_kind(999, {**CFG, "index": "ivfpq"}) == "flat"  # too few to train product codes
 
 
 def embed_table(keys, descriptors, split="train", sha=None):

@@ -19,12 +19,12 @@ Formats, as Wikimedia publishes them:
 
 The join needs the image table by name while the MediaInfo dump runs in page-id order. The
 image dump is first copied, without `img_metadata` (most of its bytes), into a SQLite table
-keyed by name beside the dump (`{images}.gpic-index.sqlite`, in the temp folder when that one
+keyed by name beside the dump (`{images}.gpic-lookup.sqlite`, in the temp folder when that one
 is read-only): built once, under a lock, by an atomic rename, rebuilt when the dump changes.
 SQLite rather than a sorted parquet: a B-tree on disk answers lookups by name with bounded
 memory (its page cache: CACHE_KIB while building) and no search code of ours; each page's names
 take a few indexed queries, and the dump is ordered by name, so the build mostly appends.
-Peak memory: one read buffer (READ_BYTES, more only for a longer row), one batch of index
+Peak memory: one read buffer (READ_BYTES, more only for a longer row), one batch of lookup
 rows, one page of entities.
 
 Parts are `chunks` byte ranges of an uncompressed MediaInfo dump (a line belongs to the chunk
@@ -95,7 +95,7 @@ IMAGE_COLUMNS = ["img_name", "img_size", "img_width", "img_height", "img_metadat
                  "img_major_mime", "img_minor_mime", "img_description_id", "img_actor", "img_timestamp", "img_sha1"]
 NEEDED = ["img_name", "img_size", "img_width", "img_height", "img_media_type", "img_major_mime", "img_minor_mime",
           "img_timestamp", "img_sha1"]
-INDEX_VERSION = "1"
+LOOKUP_VERSION = "1"
 CACHE_KIB = 65536  # SQLite page cache, KiB
 BATCH_ROWS = 20_000  # image rows inserted per executemany
 LOOKUP_NAMES = 500  # names per SELECT (far below SQLite's variable limit)
@@ -148,10 +148,10 @@ def pages(part: str, cfg: dict, ctx, state) -> Iterator[Page]:
     cfg = _cfg(cfg)
     i, n = _chunk(part, cfg)
     dump = Path(cfg["mediainfo"])
-    index = image_index(Path(cfg["images"]))
+    lookup = image_lookup(Path(cfg["images"]))
     compressed = dump.suffix in COMPRESSED
     end = float("inf") if compressed else (i + 1) * dump.stat().st_size // n
-    with _open(dump) as f, contextlib.closing(_read_only(index)) as db:
+    with _open(dump) as f, contextlib.closing(_read_only(lookup)) as db:
         if state is not None:
             offset = int(state["offset"])
             f.seek(offset)
@@ -533,62 +533,62 @@ def _image_row(g: tuple, at: dict[str, int], r: _Reader) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# The image table index
+# The image table lookup (SQLite)
 # ---------------------------------------------------------------------------
 
 INDEX_FIELDS = ["name", "size", "width", "height", "media_type", "mime", "upload_time", "sha1"]
 
 
-def index_path(images: Path) -> Path:
+def lookup_path(images: Path) -> Path:
     """Beside the dump when its folder is writable, else in the temp folder under a name made
     from the dump's path."""
     if os.access(images.parent, os.W_OK):
-        return images.with_name(images.name + ".gpic-index.sqlite")
+        return images.with_name(images.name + ".gpic-lookup.sqlite")
     digest = hashlib.sha256(str(images.resolve()).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"gpic-commons-image-{digest}.sqlite"
 
 
-def _stamp(images: Path) -> str:
+def _signature(images: Path) -> str:
     st = images.stat()
-    return f"{INDEX_VERSION}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{LOOKUP_VERSION}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _current(index: Path, stamp: str) -> bool:
-    if not index.exists():
+def _current(lookup: Path, signature: str) -> bool:
+    if not lookup.exists():
         return False
     try:
-        with contextlib.closing(_read_only(index)) as db:
-            return db.execute("SELECT value FROM meta WHERE key = 'source'").fetchone() == (stamp,)
+        with contextlib.closing(_read_only(lookup)) as db:
+            return db.execute("SELECT value FROM meta WHERE key = 'source'").fetchone() == (signature,)
     except sqlite3.Error:
         return False
 
 
-def image_index(images: Path) -> Path:
-    """The SQLite index of an image table dump, built first if missing or stale. One process
-    builds it (an exclusive lock on `{index}.lock`), into a temporary file renamed into place,
-    so a crash leaves no half index and a concurrent part waits, then reads the finished one."""
+def image_lookup(images: Path) -> Path:
+    """The SQLite lookup of an image table dump, built first if missing or stale. One process
+    builds it (an exclusive lock on `{lookup}.lock`), into a temporary file renamed into place,
+    so a crash leaves no half lookup and a concurrent part waits, then reads the finished one."""
     if not images.is_file():
         raise CollectError(f"image table dump {images} does not exist")
-    index, stamp = index_path(images), _stamp(images)
-    if _current(index, stamp):
-        return index
-    with open(index.with_name(index.name + ".lock"), "w") as lock:
+    lookup, signature = lookup_path(images), _signature(images)
+    if _current(lookup, signature):
+        return lookup
+    with open(lookup.with_name(lookup.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _current(index, stamp):
-            return index
-        for stale in index.parent.glob(glob.escape(index.name) + ".tmp*"):  # a build that crashed
+        if _current(lookup, signature):
+            return lookup
+        for stale in lookup.parent.glob(glob.escape(lookup.name) + ".tmp*"):  # a build that crashed
             stale.unlink(missing_ok=True)
-        tmp = index.with_name(index.name + f".tmp{os.getpid()}")
+        tmp = lookup.with_name(lookup.name + f".tmp{os.getpid()}")
         try:
-            rows = _build(images, tmp, stamp)
-            os.replace(tmp, index)
+            rows = _build(images, tmp, signature)
+            os.replace(tmp, lookup)
         finally:
             tmp.unlink(missing_ok=True)
-    log.info("indexed %d image table rows of %s into %s", rows, images, index)
-    return index
+    log.info("wrote %d image table rows of %s into the lookup %s", rows, images, lookup)
+    return lookup
 
 
-def _build(images: Path, tmp: Path, stamp: str) -> int:
+def _build(images: Path, tmp: Path, signature: str) -> int:
     with contextlib.closing(sqlite3.connect(tmp)) as db:
         db.executescript(f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{CACHE_KIB};"
                          "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
@@ -602,7 +602,7 @@ def _build(images: Path, tmp: Path, stamp: str) -> int:
                 n += _insert(db, insert, batch)
                 batch = []
         n += _insert(db, insert, batch)
-        db.execute("INSERT INTO meta VALUES ('source', ?)", (stamp,))
+        db.execute("INSERT INTO meta VALUES ('source', ?)", (signature,))
         db.commit()
     return n
 
@@ -618,8 +618,8 @@ def _insert(db: sqlite3.Connection, insert: str, batch: list[tuple]) -> int:
     return len(batch)
 
 
-def _read_only(index: Path) -> sqlite3.Connection:
-    return sqlite3.connect(index.resolve().as_uri() + "?mode=ro", uri=True)
+def _read_only(lookup: Path) -> sqlite3.Connection:
+    return sqlite3.connect(lookup.resolve().as_uri() + "?mode=ro", uri=True)
 
 
 def lookup(db: sqlite3.Connection, names: Iterable[str]) -> dict[str, dict]:

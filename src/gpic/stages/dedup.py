@@ -115,7 +115,7 @@ def phash_pairs(codes: np.ndarray, max_distance: int) -> Edges:
     return _range_pairs(search, (codes[s : s + QUERY_CHUNK] for s in range(0, n, QUERY_CHUNK)), n)
 
 
-def index_kind(n: int, cfg: DedupConfig) -> str:
+def search_kind(n: int, cfg: DedupConfig) -> str:
     """The configured index; below PQ_MIN descriptors product codes cannot be trained (16
     centroids per sub-quantizer want many points each) and exact search costs nothing."""
     if cfg["index"] == "ivfpq" and n < PQ_MIN:
@@ -149,10 +149,10 @@ def _coarse(index: faiss.Index) -> faiss.IndexIVF:
     return ivf
 
 
-def build_index(chunks: Chunks, n: int, dim: int, cfg: DedupConfig) -> faiss.Index:
+def build_search(chunks: Chunks, n: int, dim: int, cfg: DedupConfig) -> faiss.Index:
     """IndexFlatIP (exact) or IVF over fp16 codes (the stored precision, so similarities are
     exact; only the lists searched are approximate), filled shard by shard."""
-    if index_kind(n, cfg) == "flat":
+    if search_kind(n, cfg) == "flat":
         index = faiss.IndexFlatIP(dim)
     else:
         nlist = min(cfg["nlist"] or auto_nlist(n), n)
@@ -175,9 +175,9 @@ def descriptor_pairs(chunks: Chunks, n: int, cfg: DedupConfig) -> Edges:
     dim = next((c.shape[1] for c in chunks()), 0)
     if not dim:
         return _unique_pairs([], [], [], n)
-    if index_kind(n, cfg) == "ivfpq":
+    if search_kind(n, cfg) == "ivfpq":
         return compressed_pairs(chunks, n, dim, cfg)
-    index = build_index(chunks, n, dim, cfg)
+    index = build_search(chunks, n, dim, cfg)
     radius = float(np.nextafter(np.float32(cfg["cosine_min"]), np.float32(-1)))  # faiss keeps sim > radius
     return _range_pairs(lambda q: index.range_search(q.astype(np.float32), radius), chunks(), n)
 
