@@ -61,6 +61,9 @@ NAMES = {
     "cc pdm 1.0": "PDM-1.0",
     "gfdl": "GFDL-1.2-or-later",  # Commons' {{GFDL}}: version 1.2 or any later
     "gnu free documentation license": "GFDL-1.2-or-later",  # its UsageTerms
+    "gfdl 1.3": "GFDL-1.3-or-later",  # Commons' {{GFDL-1.3}}: version 1.3 or any later
+    "gnu free documentation license 1.3": "GFDL-1.3-or-later",
+    "creative commons zero": "CC0-1.0",
     "public domain mark owner": "PDM-1.0",  # {{PDM-owner}}'s UsageTerms ("Creative Commons ..." cut as noise)
     "fal": "LAL-1.3",  # the Free Art License (Licence Art Libre), Commons' {{FAL}}
     "free art license": "LAL-1.3",
@@ -132,12 +135,15 @@ NAMES |= {license_id.lower(): license_id for license_id in (*FLICKR_IDS.values()
 # A port is two letters, or "igo" (3.0 IGO, for intergovernmental organisations). Commons'
 # multi-version templates ("CC BY-SA 3.0,2.5,2.0,1.0", on older pages "CC-BY-SA-3.0-2.5-2.0-1.0")
 # offer every version listed: the first, the newest, is the one read.
-CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d)(?: ?[,/-] ?\d\.\d)*)?(?:[ -]([a-z]{2}|igo))?"
+CC_TEXT = re.compile(r"^cc[ -]?(by(?:[ -](?:nc|nd|sa))*)(?:[ -](\d\.\d)(?: ?[,/-] ?\d\.\d)*)?(?:[ /-]([a-z]{2}|igo))?"
                      r"(?:[ -]migrated)?$")
 # Flickr's and CC's long names: "Attribution-ShareAlike 4.0", "Attribution NonCommercial ShareAlike 4.0",
 # "Attribution-Share Alike 3.0 de" (a port after the version, as Commons prints ported licences).
-ATTRIBUTION_TEXT = re.compile(r"^attribution((?:[ -](?:noncommercial|sharealike|noderivs))*)[ -](\d\.\d)"
-                              r"(?:-\d\.\d)*(?:[ -]([a-z]{2}|igo))?$")
+# A long name may leave the version out when it names an element ("Attribution-ShareAlike"):
+# the URL beside it gives the version. "Attribution" alone is Commons' {{Attribution}}, another
+# licence, and not read here.
+ATTRIBUTION_TEXT = re.compile(r"^attribution((?:[ -](?:noncommercial|sharealike|noderivs))*)"
+                              r"(?:[ -](\d\.\d)(?:-\d\.\d)*)?(?:[ -]([a-z]{2}|igo))?$")
 CC_URL = re.compile(r"creativecommons\.org/licenses/(by(?:-(?:nc|nd|sa))*)/(\d\.\d)(?:/([a-z]{2}|igo)(?=/|$))?")
 CC0_URL = re.compile(r"creativecommons\.org/publicdomain/zero/(\d\.\d)")
 PDM_URL = re.compile(r"creativecommons\.org/publicdomain/mark/(\d\.\d)")
@@ -147,7 +153,7 @@ COMMONS_PD_URL = re.compile(r"commons\.wikimedia\.org/wiki/template:(pd-|no_rest
 FLICKR_URL = re.compile(r"flickr\.com/commons/usage|usa\.gov/(government-works|government-copyright|copyright)")
 # Flickr's id 0 ("All Rights Reserved") points at a help page on using other members' photos.
 RESERVED_URL = re.compile(r"flickrhelp\.com/hc/[^/]+/articles/\d+-using-flickr-images-shared-by-other-members")
-GFDL_URL = re.compile(r"gnu\.org/(?:licenses|copyleft)/fdl")
+GFDL_URL = re.compile(r"gnu\.org/(?:licenses|copyleft)/fdl(-1\.3)?")
 LAL_URL = re.compile(r"artlibre\.org/licence/lal")
 # A wiki's page of the file itself (what Wikimedia's APIs give as the licence URL of a file
 # without one): it names no licence, so the text alone decides.
@@ -168,10 +174,16 @@ NO_AUTHOR = re.compile(rf"^(?:{_NOBODY}(?: {_ROLE})?|{_ROLE}(?: is)? (?:unknown|
                        rf"none|n/?a|-+|\?+)$")
 ELEMENTS = {"noncommercial": "NC", "sharealike": "SA", "noderivs": "ND"}
 # Spellings of the licence elements in long names, and the words around a name that say nothing.
-SPELLINGS = [(re.compile(r"share[ -]alike"), "sharealike"), (re.compile(r"non[ -]commercial"), "noncommercial"),
-             (re.compile(r"no[ -]?deriv(?:ative)?s"), "noderivs")]
+# Spellings of the licence elements in long names (also the German ones de.wikipedia and Commons
+# print: "Namensnennung-Weitergabe unter gleichen Bedingungen 3.0 Deutschland"), and CC0's.
+SPELLINGS = [(re.compile(r"share[ -]alike|weitergabe unter gleichen bedingungen"), "sharealike"),
+             (re.compile(r"non[ -]commercial|nicht[ -]kommerziell"), "noncommercial"),
+             (re.compile(r"no[ -]?deriv(?:ative)?s|keine bearbeitungen?"), "noderivs"),
+             (re.compile(r"\bnamensnennung\b"), "attribution"), (re.compile(r" deutschland$"), " de"),
+             (re.compile(r"^cc[ -]0\b"), "cc0")]
 NOISE = re.compile(r"^creative commons |(?: (?:international|generic|unported))?(?: licen[cs]e)?$")
 PARENTHESIS = re.compile(r"^(.*?)\s*\(([^()]*)\)$")
+TAG = re.compile(r"<[^<>]*>")  # HTML left in a printed name ("... 3.0\n<p>")
 UNVERSIONED = "?"  # the version a text left out ("CC BY-SA"): any version the URL names
 DEFAULT_VERSION = "4.0"  # ... or this one when there is no URL
 PUBLIC_DOMAIN = {"public-domain", "PDM-1.0", "CC0-1.0"}  # a generic "public domain" text fits any of these URLs
@@ -195,8 +207,8 @@ def from_url(license_url: str) -> str | None:
         return f"PDM-{m.group(1)}"
     if COMMONS_PD_URL.search(url) or FLICKR_URL.search(url):
         return "public-domain"
-    if GFDL_URL.search(url):
-        return "GFDL-1.2-or-later"
+    if m := GFDL_URL.search(url):
+        return "GFDL-1.3-or-later" if m.group(1) else "GFDL-1.2-or-later"
     if RESERVED_URL.search(url):
         return "all-rights-reserved"
     if LAL_URL.search(url):
@@ -220,9 +232,10 @@ def _from_name(text: str) -> str | None:
         return NAMES[text]
     if m := CC_TEXT.match(text):
         return _cc(m.group(1), m.group(2), m.group(3))
-    if m := ATTRIBUTION_TEXT.match(text):  # Flickr's 4.0 names: "Attribution-ShareAlike 4.0 International"
+    if (m := ATTRIBUTION_TEXT.match(text)) and (m.group(1) or m.group(2)):  # "Attribution-ShareAlike 4.0 ..."
         elements = [ELEMENTS[e] for e in re.findall(r"noncommercial|sharealike|noderivs", m.group(1))]
-        return "-".join(["CC", "BY", *elements, m.group(2)] + ([m.group(3).upper()] if m.group(3) else []))
+        port = [m.group(3).upper()] if m.group(3) else []
+        return "-".join(["CC", "BY", *elements, m.group(2) or UNVERSIONED, *port])
     return None
 
 
@@ -231,7 +244,7 @@ def from_text(license_text: str) -> str | None:
     SPDX ids, the long names sources print, a Wikidata item of WIKIDATA_ITEMS such as
     "Q20007257"), or None. A CC name without a version gets "?" for it. "Attribution 4.0
     International (CC BY 4.0)" is read on both sides of the parenthesis, which must agree."""
-    text = " ".join(license_text.strip().lower().replace("_", " ").split())
+    text = " ".join(TAG.sub(" ", license_text).strip().lower().replace("_", " ").split())
     if (found := _from_name(text)) or not (m := PARENTHESIS.match(text)):
         return found
     outer, inner = _from_name(m.group(1)), _from_name(m.group(2))
@@ -271,6 +284,8 @@ def url_of(license_id: str) -> str:
         return f"https://creativecommons.org/publicdomain/{'zero' if m.group(1) == 'CC0' else 'mark'}/{m.group(2)}/"
     if license_id == "GFDL-1.2-or-later":
         return "https://www.gnu.org/copyleft/fdl.html"
+    if license_id == "GFDL-1.3-or-later":
+        return "https://www.gnu.org/licenses/fdl-1.3.html"
     if license_id == "LAL-1.3":
         return "https://artlibre.org/licence/lal/en/"
     elements, version, port = _base(license_id)
