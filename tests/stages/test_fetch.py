@@ -730,15 +730,16 @@ def test_host_budget_spaces_requests_by_the_budget_over_the_concurrent_jobs(base
 
 def test_host_budget_holds_across_workers_in_real_time(tmp_path, base_config, server):
     """Budget 40/s over 2 jobs: 20 requests/s from this one; 4 workers asking for 9 images
-    are spread over at least 8 intervals of 0.05 s (arrivals at the server), where without a
-    budget they take a few milliseconds."""
+    are spread over 8 intervals of 0.05 s, where without a budget they take a few milliseconds.
+    Measured at the server, the first arrival also waits for its connection (a TLS handshake on
+    a busy machine takes tens of milliseconds), so one interval is left as slack."""
     base_config["fetch"].update(allow_networks=LOOPBACK, retries=0, workers=4, per_host=4,
                                 host_budget={"127.0.0.1": 40}, concurrent_jobs=2)
     records = fetch_shard(http_manifest(server, [f"/ok-{i}.jpg" for i in range(9)]), base_config,
                           tmp_path / "raw.tar", tmp_path / "f.parquet")
     assert (records["fetch_status"] == "ok").all()
     arrivals = sorted(t for times in FaultServer.arrivals.values() for t in times)
-    assert arrivals[-1] - arrivals[0] >= 8 * 0.05 - 0.02
+    assert arrivals[-1] - arrivals[0] >= 7 * 0.05
 
 
 def test_an_untrusted_certificate_fails_the_key_with_a_clear_reason(tmp_path, base_config, certificates, photos):
