@@ -1,4 +1,5 @@
-"""Tracing one image and a run's final states: lineage, summary, dropped, status."""
+"""Tracing one image and a run's final states (lineage, summary, dropped, status) and the
+rebuild of damaged blocks."""
 
 from __future__ import annotations
 
