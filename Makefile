@@ -27,7 +27,7 @@ $(I2D)/.installed:
 
 bench-env: $(I2D)/.installed
 
-resources/models/tiny/.built: $(VENV)/.installed
+resources/models/tiny/.built: $(VENV)/.installed src/gpic/devkit/tiny_models.py
 	$(BIN)/gpic models tiny resources/models/tiny
 	touch $@
 

@@ -34,15 +34,21 @@ def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
 TINY_MODEL_OF = {"judge": "vlm", "caption": "vlm", "embed": "copy_detector", "eval": "dinov2"}  # stage -> tiny model
 
 
+def use_tiny_models(config: dict, tiny_models: dict) -> dict:
+    """The config's model paths pointed at the session's tiny models (the agreement scorer too)."""
+    for stage, model in TINY_MODEL_OF.items():
+        if stage in config:
+            config[stage]["model"] = str(tiny_models[model])
+    config["caption"].setdefault("agreement", {})["model"] = str(tiny_models["agreement"])
+    return config
+
+
 def demo_workspace(work: Path, tiny_models: dict) -> Path:
     """A folder with the demo corpus and the demo config pointing at the tiny models."""
     from gpic.devkit.demo import build_demo
 
     build_demo(work / "resources" / "demo")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for stage, model in TINY_MODEL_OF.items():
-        if stage in config:
-            config[stage]["model"] = str(tiny_models[model])
+    config = use_tiny_models(yaml.safe_load((REPO / "config.yaml").read_text()), tiny_models)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     return work
 
@@ -54,8 +60,7 @@ def small_run(work: Path, tiny_models: dict, file_root: Path, **settings) -> Pat
     config.update(shards=2, shards_per_job=2,
                   splits={"val_fraction": 0.0, "test_fraction": 0.0, "val_shards": 1, "test_shards": 1}, **settings)
     config["fetch"]["file_roots"] = [str(file_root)]
-    for stage, model in TINY_MODEL_OF.items():
-        config[stage]["model"] = str(tiny_models[model])
+    use_tiny_models(config, tiny_models)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(work, "--cores", "2")
     assert run.returncode == 0, run.stderr[-4000:]

@@ -57,16 +57,16 @@ def test_config_types_have_the_schema_keys():
 # hashes when embed.center_crop was removed and when image_size became SSCD's square 320; the
 # judge's when scores replaced parsed answers (reject_threshold, backend); dedup's when the
 # compressed index came (neighbours, scratch); the whole config's when the pack and collect
-# sections came).
+# sections came; the caption's when caption hygiene, on_flag, recaption and agreement came).
 HASHES = {
     "demo": {"filter": "ec77cf24eb5c", "judge": "e89205afd13b", "embed": "dbb8962ce6a3", "dedup": "2ce0b14c9710",
-             "caption": "b2db72eec6b3", "eval": "63418077bc63", "splits": "fb8f1b2f903a", "tiers": "c3608768afbb",
+             "caption": "0efc0cf2f073", "eval": "63418077bc63", "splits": "fb8f1b2f903a", "tiers": "c3608768afbb",
              "publish": "3605399b2f97", "cost": "8c663b246f69", "fetch_params": "76dacc19002c",
-             "scores": "31ee07f365d6", "whole": "4355adf7bb68"},
+             "scores": "31ee07f365d6", "whole": "d5f6bb8919ce"},
     "minimal": {"filter": "ec77cf24eb5c", "judge": "d8aa11e111a9", "embed": "2ea11b828290", "dedup": "78f44dafecc3",
-                "caption": "175cd12461c8", "eval": "a3643eeea4cf", "splits": "2d1d354934f8", "tiers": "c3608768afbb",
+                "caption": "1c44c05c95b7", "eval": "a3643eeea4cf", "splits": "2d1d354934f8", "tiers": "c3608768afbb",
                 "publish": "4ea95a6daa41", "cost": "8c663b246f69", "fetch_params": "189cf34e10a0",
-                "scores": "31ee07f365d6", "whole": "cb57b9fcc34e"},
+                "scores": "31ee07f365d6", "whole": "0306710c5aec"},
 }
 
 

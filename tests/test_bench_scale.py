@@ -79,7 +79,8 @@ def test_synthesized_run_passes_verify_with_the_stages_own_columns(tmp_path):
                          "judge_model_revision"],
                "embed": ["embed_config_hash", "embed_version", "embed_model_id", "embed_model_revision"],
                "captions": ["caption_config_hash", "caption_version", "caption_prompt_hash", "caption_decoding",
-                            "caption_generation", "caption_model_id", "caption_model_revision"]}
+                            "caption_generation", "caption_model_id", "caption_model_revision",
+                            "caption_agreement_model_id", "caption_agreement_model_revision"]}
     criteria = [f"{c}_{x}" for c in cfg["judge"]["criteria"] for x in ("p_reject", "mass")]
     expected = {"fetch": fetching.COLUMNS, "filter": filtering.COLUMNS + stamped["filter"],
                 "judge": judging.COLUMNS + criteria + stamped["judge"], "embed": EMBED_COLUMNS + stamped["embed"],

@@ -22,6 +22,7 @@ def test_the_gpu_check_runs_its_steps_on_the_tiny_switch(tmp_path):
     f = dict(item.split("=", 1) for item in run.stdout.strip().splitlines()[-1].split())
     assert f["shape"] == "proportional" and f["image_tokens"] == f["image_tokens_4b"] == "270"
     assert float(f["caption_images_per_s"]) > 0 and float(f["judge_images_per_s"]) > 0
+    assert float(f["scorer_images_per_s"]) > 0 and float(f["scorer_share"]) > 0
     assert float(f["caption_vision_passes_per_image"]) == 1 and float(f["current_vision_passes_per_image"]) == 4
     assert "vllm_images_per_s" in f or f["vllm"] == "not-installed"
     assert "GPIC's anchor 18.5 images/s" in run.stdout and (tmp_path / "gpu_check.json").is_file()

@@ -58,7 +58,8 @@ def test_production_host_budget_is_split_over_the_fetching_jobs_the_profile_allo
 def test_production_pins_the_real_models():
     models = load_config(PRODUCTION)["models"]
     assert {m.get("repo_id") or m["url"].rsplit("/", 1)[-1] for m in models.values()} == {
-        "Qwen/Qwen3-VL-4B-Instruct", "facebook/dinov2-large", "sscd_disc_mixup.torchscript.pt"}
+        "Qwen/Qwen3-VL-4B-Instruct", "facebook/dinov2-large", "sscd_disc_mixup.torchscript.pt",
+        "google/siglip-base-patch16-224"}
     assert all(COMMIT.fullmatch(m["revision"]) for m in models.values() if "repo_id" in m)
     assert all(SHA256.fullmatch(m["sha256"]) for m in models.values() if "url" in m)
     check_pins(models)
@@ -68,7 +69,8 @@ def test_production_model_paths_are_where_fetch_puts_them():
     c = load_config(PRODUCTION)
     given = {stage: local_path("models", name, source).as_posix()
              for name, source in c["models"].items() for stage in source["stages"]}
-    assert given == {stage: c[stage]["model"] for stage in ("judge", "caption", "embed", "eval")}
+    assert given == {stage: c[stage]["model"] for stage in ("judge", "caption", "embed", "eval")} | {
+        "agreement": c["caption"]["agreement"]["model"]}
 
 
 def test_production_means_the_same_over_the_demo_config():

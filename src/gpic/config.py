@@ -121,6 +121,25 @@ class Level(TypedDict):
     max_new_tokens: int
 
 
+class HygieneConfig(TypedDict):
+    stock_openings: list[str]
+    refusals: list[str]
+    language: str
+    min_language_words: int
+    min_language_confidence: float
+
+
+class RecaptionConfig(TypedDict):
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+
+
+class AgreementConfig(TypedDict):
+    model: str
+    device: str
+    min_score: dict[str, float]
+
+
 class CaptionConfig(TypedDict):
     model: str
     backend: Literal["transformers", "vllm"]
@@ -128,6 +147,10 @@ class CaptionConfig(TypedDict):
     batch_size: int
     max_pixels: int | None
     levels: dict[str, Level]
+    hygiene: HygieneConfig
+    on_flag: dict[str, Literal["keep", "recaption", "drop"]]
+    recaption: RecaptionConfig
+    agreement: AgreementConfig
 
 
 class PackConfig(TypedDict):

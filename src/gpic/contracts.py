@@ -6,6 +6,7 @@ importing any stage."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Literal
 
 import numpy as np
@@ -23,6 +24,26 @@ class Captions(BaseModel):
     short: str
     medium: str
     long: str
+
+
+class CaptionFlags(BaseModel):
+    """Per level, the caption hygiene rules its caption breaks (gpic.hygiene.RULES, ";"-joined;
+    "" for none): a finding that `caption.on_flag` kept."""
+
+    label: str = ""
+    short: str = ""
+    medium: str = ""
+    long: str = ""
+
+
+class CaptionAgreement(BaseModel):
+    """Per level, the agreement score of caption and image from the independent scorer (cosine
+    similarity of a dual encoder's embeddings; None where no scorer was configured)."""
+
+    label: float | None = None
+    short: float | None = None
+    medium: float | None = None
+    long: float | None = None
 
 
 class SampleRecord(BaseModel):
@@ -48,6 +69,8 @@ class SampleRecord(BaseModel):
     captions: Captions
     caption_model: str
     caption_model_revision: str
+    caption_flags: CaptionFlags = CaptionFlags()  # records packed before caption hygiene have none
+    caption_agreement: CaptionAgreement = CaptionAgreement()
 
 
 # ---------------------------------------------------------------------------
@@ -83,7 +106,7 @@ def descriptor_matrix(blobs: list[bytes]) -> np.ndarray:
 
 # What ours records carry that GPIC's do not; `pack.schema: gpic` keeps them beside GPIC's fields.
 PROVENANCE_FIELDS = ("source", "source_id", "url", "license_id", "title", "sha256", "caption_model",
-                     "caption_model_revision")
+                     "caption_model_revision", "caption_flags", "caption_agreement")
 
 
 class GpicRecord(BaseModel):
@@ -121,6 +144,8 @@ class GpicSampleRecord(GpicRecord):
     sha256: str
     caption_model: str
     caption_model_revision: str
+    caption_flags: CaptionFlags = CaptionFlags()
+    caption_agreement: CaptionAgreement = CaptionAgreement()
 
 
 class NormalRecord(BaseModel):
@@ -149,6 +174,8 @@ class NormalRecord(BaseModel):
     level: str | None = None
     caption_model: str = ""
     caption_model_revision: str = ""
+    caption_flags: CaptionFlags = CaptionFlags()
+    caption_agreement: CaptionAgreement = CaptionAgreement()
 
     def caption(self, level: str) -> tuple[str, str]:
         """(level, text) for a requested level: that level when the record has it, else the
@@ -161,8 +188,15 @@ class NormalRecord(BaseModel):
 
     def row(self) -> dict:
         """The record's index columns (gpic.stages.pack.RECORD_COLUMNS without tar and members)."""
-        fields = self.model_dump(exclude={"record_schema", "captions", "level"})
-        return fields | {level: self.captions.get(level, "") for level in LEVELS}
+        fields = self.model_dump(exclude={"record_schema", "captions", "level", "caption_flags", "caption_agreement"})
+        return fields | {level: self.captions.get(level, "") for level in LEVELS} | checks_columns(
+            self.caption_flags, self.caption_agreement)
+
+
+def checks_columns(flags: CaptionFlags, agreement: CaptionAgreement) -> dict:
+    """A record's caption checks as the index holds them: `{level}_flags`, `{level}_agreement` (NaN for None)."""
+    scores = {lv: (math.nan if value is None else value) for lv, value in agreement.model_dump().items()}
+    return {f"{lv}_flags": getattr(flags, lv) for lv in LEVELS} | {f"{lv}_agreement": scores[lv] for lv in LEVELS}
 
 
 def smallest_tier(tiers: list[str]) -> str:

@@ -52,7 +52,7 @@ def filled(tmp_path, tiny_models, production_models):
 
     dest = tmp_path / "models"
     models = {name: dict(source) for name, source in production_models.items()}
-    for name, tiny in (("qwen3_vl", "vlm"), ("dinov2", "dinov2")):
+    for name, tiny in (("qwen3_vl", "vlm"), ("dinov2", "dinov2"), ("siglip", "agreement")):
         fill_hub_cache(dest, models[name]["repo_id"], models[name]["revision"], tiny_models[tiny])
     served = tmp_path / "server" / "sscd_disc_mixup.torchscript.pt"
     served.parent.mkdir()
@@ -93,9 +93,12 @@ def test_fetch_offline_writes_an_overlay_the_loaders_read(filled, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     overlay = yaml.safe_load((tmp_path / "config" / "models.local.yaml").read_text())
     # relative to where it ran, exactly as config/production.yaml names them
-    assert overlay == {stage: {"model": config[stage]["model"]} for stage in ("judge", "caption", "embed", "eval")}
+    agreement = {"agreement": {"model": config["caption"]["agreement"]["model"]}}
+    assert overlay == {stage: {"model": config[stage]["model"]} for stage in ("judge", "embed", "eval")} | {
+        "caption": {"model": config["caption"]["model"], **agreement}}
     assert file_sha256(tmp_path / overlay["embed"]["model"]) == models["sscd"]["sha256"]
 
+    from gpic.inference.agreement import AgreementScorer
     from gpic.inference.copy_detector import CopyDetector
     from gpic.inference.dinov2 import DinoV2Features
     from gpic.inference.vlm import VisionLanguageModel
@@ -103,6 +106,8 @@ def test_fetch_offline_writes_an_overlay_the_loaders_read(filled, tmp_path):
     assert VisionLanguageModel(tmp_path / overlay["judge"]["model"]).model_id == "Qwen/Qwen3-VL-4B-Instruct"
     assert DinoV2Features(tmp_path / overlay["eval"]["model"]).model_id == "facebook/dinov2-large"
     assert CopyDetector(tmp_path / overlay["embed"]["model"]).model_id == "sscd_disc_mixup.torchscript.pt"
+    assert AgreementScorer(tmp_path / overlay["caption"]["agreement"]["model"]).model_id == \
+        "google/siglip-base-patch16-224"
 
 
 def test_offline_without_the_commit_cached_fails_clearly(filled, offline, tmp_path):

@@ -66,7 +66,7 @@ def _imagenet_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def test_build_layout_and_sizes(tiny):
-    assert set(tiny) == {"vlm", "copy_detector", "dinov2"}
+    assert set(tiny) == {"vlm", "copy_detector", "dinov2", "agreement"}
     assert tiny["vlm"].name == "qwen3-vl-tiny" and tiny["dinov2"].name == "dinov2-tiny"
     assert tiny["copy_detector"].name == "sscd-tiny.pt"
     weights = tiny["vlm"] / "model.safetensors"

@@ -37,8 +37,12 @@ def demo_config(demo) -> dict:
 @pytest.mark.slow
 def test_workflow_writes_a_report_with_every_section(demo, provenance):
     page = (demo / "results" / "report" / "index.html").read_text()
-    for heading in ("Funnel", "The corpus", "Kept samples", "Dropped samples", "Cost at target scale"):
+    for heading in ("Funnel", "The corpus", "Kept samples", "Dropped samples", "Captions", "Cost at target scale"):
         assert f"<h2>{heading}</h2>" in page
+    captions = page.split("<h2>Captions</h2>")[1].split("<h2>")[0]
+    assert "by siglip-tiny, a model of another family" in captions and "agreement score distribution" in captions
+    assert captions.count("<figure>") == captions.count("data:image/jpeg") == 4 * 2 * 3  # both tails of each level
+    assert "openings, raw" in captions and "mention gender terms" in captions
     assert f"{len(provenance)} keys in 8 shards" in page and "every key has exactly one final state" in page
     thumbnails = re.findall(r'<img src="data:image/jpeg;base64,', page)
     kept = page.split("<h2>Kept samples</h2>")[1].split("<h2>")[0]
@@ -154,8 +158,8 @@ def test_the_report_reads_every_index_for_its_counts_but_plots_a_bounded_sample(
     from gpic.stages.pack import INDEX_SCHEMA
 
     for split, n, licence in (("train", 700, "CC-BY-4.0"), ("val", 200, "CC0-1.0"), ("test", 100, "CC0-1.0")):
-        rows = {name: [0] * n if INDEX_SCHEMA.field(name).type == pa.int64() else [""] * n
-                for name in INDEX_SCHEMA.names}
+        empty = {pa.int64(): 0, pa.float64(): 0.1}
+        rows = {name: [empty.get(INDEX_SCHEMA.field(name).type, "")] * n for name in INDEX_SCHEMA.names}
         rows.update(key=[f"{split}{i:04d}" for i in range(n)], split=[split] * n, tar=[f"gpic_{split}_00000.tar"] * n,
                     width=[400] * n, height=[300] * n, license_id=[licence] * n, source=["flickr"] * n,
                     label=["a cat"] * n)

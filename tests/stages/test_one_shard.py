@@ -17,8 +17,10 @@ from PIL import Image
 
 from gpic.config import validate_config
 from gpic.contracts import LEVELS, SampleRecord
+from gpic.hygiene import RULES
+from gpic.inference.agreement import AgreementScorer
 from gpic.inference.vlm import VisionLanguageModel
-from gpic.stages.caption import caption_shard, clean, flag, load_model
+from gpic.stages.caption import Captioner, caption_shard, load_model
 from gpic.stages.dedup import dedup_corpus
 from gpic.stages.embed import assess_shard, embed_shard, read_descriptors
 from gpic.stages.fetch import fetch_shard
@@ -38,6 +40,11 @@ ATTRIBUTION = "Scikit-image contributors"
 @pytest.fixture(scope="module")
 def vlm(tiny_models):
     return VisionLanguageModel(tiny_models["vlm"])
+
+
+@pytest.fixture(scope="module")
+def captioner(vlm, tiny_models):
+    return Captioner(vlm, AgreementScorer(tiny_models["agreement"]))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +92,8 @@ def run(tmp_path_factory, photos, tiny_models, vlm):
     embedded = embed_shard(survivors, manifest, records, filtered, p["raw"], cfg["embed"], p["embed"])
     dedup_corpus({"00000": p["embed"]}, cfg["dedup"], r["dedup"] / "decisions.parquet", {"00000": p["dedup"]})
     decisions = read_table(p["dedup"])
-    captions = caption_shard(decisions, records, p["raw"], cfg["caption"], p["captions"], model=vlm)
+    captions = caption_shard(decisions, records, p["raw"], cfg["caption"], p["captions"],
+                             model=Captioner(vlm, AgreementScorer(tiny_models["agreement"])))
     inputs = ShardInputs(p["manifests"], p["fetch"], p["filter"], p["captions"], p["raw"])
     packed = {split: r["packed"] / split / f"gpic_{split}_00000" for split in ("train", "val", "test")}
     indexes = {split: pack([inputs], split, "nano", f"{stem}.tar", f"{stem}.parquet") for split, stem in packed.items()}
@@ -155,8 +163,11 @@ def test_captions_four_levels_within_budget(run, vlm):
     budgets = {lv: spec["max_new_tokens"] for lv, spec in run["cfg"]["caption"]["levels"].items()}
     for level in LEVELS:
         assert captions[f"{level}_tokens"].between(0, budgets[level]).all()
-        assert captions[f"{level}_flag"].isin(["ok", "empty", "degenerate", "truncated"]).all()
+        flags = captions[f"{level}_flags"].str.split(";").explode()
+        assert flags[flags != ""].isin(RULES).all()
         assert not captions[level].str.contains("<|", regex=False).any()
+        scored = captions.loc[captions["caption_status"] != "failed", f"{level}_agreement"]
+        assert scored.between(-1, 1).all()  # every caption the tiny model wrote got a score
     assert (captions["caption_model_revision"] == vlm.revision).all()
     assert captions["caption_prompt_hash"].nunique() == 1
 
@@ -170,12 +181,12 @@ def test_captions_record_their_generation(run, vlm):
             and (captions["caption_model_revision"] == vlm.revision).all())
 
 
-def test_a_killed_caption_job_resumes_from_its_part_files(run, vlm, tmp_path, monkeypatch):
+def test_a_killed_caption_job_resumes_from_its_part_files(run, vlm, captioner, tmp_path, monkeypatch):
     """Kill the job after its first batch (the second generate call raises), rerun: only the
     missing batches are generated and the table equals an uninterrupted run's, byte for byte."""
     cfg = {**run["cfg"]["caption"], "batch_size": 1}
     args = (run["decisions"], run["records"], run["root"] / "raw" / "00000.tar", cfg)
-    whole = caption_shard(*args, tmp_path / "whole.parquet", model=vlm)
+    whole = caption_shard(*args, tmp_path / "whole.parquet", model=captioner)
     assert len(whole) >= 2
     calls = []
     real = type(vlm).generate_levels
@@ -189,12 +200,12 @@ def test_a_killed_caption_job_resumes_from_its_part_files(run, vlm, tmp_path, mo
     monkeypatch.setattr(type(vlm), "generate_levels", dies_on_second_batch)
     out = tmp_path / "captions.parquet"
     with pytest.raises(KeyboardInterrupt):
-        caption_shard(*args, out, model=vlm)
+        caption_shard(*args, out, model=captioner)
     assert not out.exists() and len(list(tmp_path.glob("captions.parquet.parts/*/*.parquet"))) == 1
     calls.clear()
     monkeypatch.setattr(type(vlm), "generate_levels", lambda self, images, levels: (
         calls.append(len(images)), real(self, images, levels))[1])
-    resumed = caption_shard(*args, out, model=vlm)
+    resumed = caption_shard(*args, out, model=captioner)
     assert len(calls) == len(whole) - 1  # the finished batch was not generated again
     assert out.read_bytes() == (tmp_path / "whole.parquet").read_bytes()
     assert resumed.equals(whole)
@@ -210,14 +221,6 @@ def test_vllm_backend_without_vllm_names_the_environment_that_has_it(tiny_models
                                     "device": "cpu"}})
     else:
         pytest.skip("vllm is installed: the GPU test covers it")
-
-
-def test_caption_cleaning_and_flags():
-    assert clean("<|im_start|>assistant\n A  red\nbus <|im_end|>") == "A red bus"
-    assert flag("", False) == "empty"
-    assert flag("the cat the cat the cat the cat the cat the cat", False) == "degenerate"
-    assert flag("A red bus on a bridge", True) == "truncated"
-    assert flag("A red bus on a bridge", False) == "ok"
 
 
 def test_packed_tars_hold_original_bytes_and_valid_records(run):

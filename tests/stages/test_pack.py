@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tarfile
 
@@ -40,6 +41,9 @@ def test_packed_shards_indexes_and_card(demo, provenance):
             record = json.loads(raw[row.json_offset: row.json_offset + row.json_size])
             assert record["key"] == row.key and record["split"] in tar_path.name
             assert set(record["captions"]) == {"label", "short", "medium", "long"}
+            for level in ("label", "short", "medium", "long"):  # every packed caption: its flags and its score
+                assert record["caption_flags"][level] == getattr(row, f"{level}_flags")
+                assert -1 <= record["caption_agreement"][level] == getattr(row, f"{level}_agreement") <= 1
             assert record["license_id"] and record["attribution"] is not None
             image = raw[row.image_offset: row.image_offset + row.image_size]
             assert hashlib.sha256(image).hexdigest() == record["sha256"]
@@ -48,6 +52,11 @@ def test_packed_shards_indexes_and_card(demo, provenance):
     card = (packed / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     assert [c["config_name"] for c in header["configs"]] == ["nano", "lite", "full"]
+    captions = card.split("## Captions")[1]
+    assert "scored against their image by siglip-tiny" in captions and "### Biases" in captions
+    assert re.search(r"\| vocabulary \(distinct words\) \| \d+ \| \d+ \| \d+ \| \d+ \|", captions)
+    assert re.search(r"\| agreement \(p5 / median / p95\) \| -?0\.\d+ / ", captions)
+    assert f"{(provenance['state'] == 'packed').sum()} kept" in captions
     for line in (packed / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split("  ")
         assert hashlib.sha256((packed / name).read_bytes()).hexdigest() == digest
@@ -186,7 +195,8 @@ def test_retrieved_at_is_the_manifest_time_else_the_download_time():
     from gpic.stages.pack import COPIED, record
 
     row = {**dict.fromkeys(COPIED, "x"), "width": 640, "height": 480, "fetched_at": "2026-01-02T03:04:05+00:00",
-           **{level: f"{level} caption" for level in LEVELS}, "caption_model_id": "m", "caption_model_revision": "r"}
+           **{level: f"{level} caption" for level in LEVELS}, "caption_model_id": "m", "caption_model_revision": "r",
+           **{f"{level}_flags": "" for level in LEVELS}, **{f"{level}_agreement": 0.1 for level in LEVELS}}
     assert record({**row, "retrieved_at": "2025-03-01T12:51:17Z"}, "nano").retrieved_at == "2025-03-01T12:51:17Z"
     for missing in ("", None):
         assert record({**row, "retrieved_at": missing}, "nano").retrieved_at == "2026-01-02T03:04:05+00:00"
@@ -227,6 +237,8 @@ def write_block(root, captions: dict[str, str], fetched_at="t", retrieved_at="x"
         write_table(pd.DataFrame({"key": keys, "width": 300, "height": 200}), files.table("filter"))
         write_table(pd.DataFrame({"key": keys, "caption_status": ["ok", "ok", "ok", "failed"],
                                   **{level: [captions.get(k, "a photo") for k in splits] for level in LEVELS},
+                                  **{f"{level}_flags": "" for level in LEVELS},
+                                  **{f"{level}_agreement": 0.1 for level in LEVELS},
                                   "caption_model_id": "m", "caption_model_revision": "r"}), files.table("captions"))
     return layout
 

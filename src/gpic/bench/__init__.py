@@ -80,7 +80,8 @@ def synthetic_shard(out_dir: Path, n: int, seed: int = 0) -> ShardInputs:
                      "retrieved_at": "2026-01-01T00:00:00+00:00", "sha256": "0" * 64,
                      "raw_member": f"{key}.jpg", "fetched_at": "2026-01-01T00:00:00+00:00", "license_id": "CC-BY-4.0",
                      "width": 479, "height": 587, "caption_status": "ok", "caption_model_id": "m",
-                     "caption_model_revision": "r", **{level: f"{level} caption of photo {i}" for level in LEVELS}})
+                     "caption_model_revision": "r", **{level: f"{level} caption of photo {i}" for level in LEVELS},
+                     **{f"{level}_flags": "" for level in LEVELS}, **{f"{level}_agreement": 0.1 for level in LEVELS}})
     table = pd.DataFrame(rows)
     paths = ShardInputs(*(str(out_dir / f"{name}.parquet") for name in ("manifest", "fetch", "filter", "captions")),
                         raw=str(out_dir / "raw.tar"))
@@ -88,6 +89,7 @@ def synthetic_shard(out_dir: Path, n: int, seed: int = 0) -> ShardInputs:
                        "retrieved_at"]], paths.manifest)
     write_table(table[["key", "sha256", "raw_member", "fetched_at", "license_id"]], paths.fetch)
     write_table(table[["key", "width", "height"]], paths.filter)
-    write_table(table[["key", "caption_status", "caption_model_id", "caption_model_revision", *LEVELS]], paths.captions)
+    write_table(table[["key", "caption_status", "caption_model_id", "caption_model_revision", *LEVELS,
+                       *(f"{level}_{x}" for x in ("flags", "agreement") for level in LEVELS)]], paths.captions)
     write_tar(paths.raw, members)
     return paths

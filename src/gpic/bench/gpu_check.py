@@ -37,8 +37,9 @@ from gpic.bench.vlm import (
 )
 from gpic.config import validate_config
 from gpic.contracts import LEVELS
-from gpic.devkit.tiny_models import QWEN3_VL_4B, build_tiny_qwen3_vl
-from gpic.stages.caption import caption_batch
+from gpic.devkit.tiny_models import QWEN3_VL_4B, build_tiny_qwen3_vl, build_tiny_siglip
+from gpic.inference.agreement import AgreementScorer
+from gpic.stages.caption import Captioner, caption_batch
 from gpic.stages.judge import judge_batch
 
 
@@ -106,7 +107,7 @@ def run(out: Path) -> dict:
     figures["image_tokens_4b"] = image_tokens_4b(photos[0])
 
     def ours(chunk):
-        return caption_batch(vlm, keys[:len(chunk)], chunk, levels)
+        return caption_batch(Captioner(vlm), keys[:len(chunk)], chunk, {**config["caption"], "levels": levels})
 
     def current(chunk):
         return {level: vlm.generate(chunk, prompt, budget) for level, (prompt, budget) in asked.items()}
@@ -131,6 +132,16 @@ def run(out: Path) -> dict:
         figures["ratio"] = figures["caption_images_per_s"] / figures["current_images_per_s"]
         _say(f"caption (transformers, current path: one generate per level) on {len(subset)} images: "
              f"{figures['current_images_per_s']:.2f} images/s; ours x{figures['ratio']:.2f}")
+
+    # the agreement scorer at SigLIP base's shape (random weights), four captions per image
+    scorer = AgreementScorer(build_tiny_siglip(out / "siglip", shape="tiny" if tiny else "base"), device=device)
+    texts = [[f"A {level} caption of a photograph with some words in it." for level in LEVELS]] * batch
+    scorer.score(photos[:batch], texts[:batch])  # warm-up
+    figures["scorer_images_per_s"], _ = _images_per_s(
+        lambda chunk: scorer.score(chunk, texts[:len(chunk)]), photos, batch, device)
+    figures["scorer_share"] = figures["caption_images_per_s"] / figures["scorer_images_per_s"]
+    _say(f"agreement scorer ({'tiny' if tiny else 'SigLIP base'} shape, four captions per image): "
+         f"{figures['scorer_images_per_s']:.1f} images/s, {figures['scorer_share']:.1%} of caption time")
 
     judge_cfg = {**config["judge"], "reject_threshold": 0.5}
     judge_batch(vlm, keys[:judge_batch_size], photos[:judge_batch_size], judge_cfg)  # warm-up

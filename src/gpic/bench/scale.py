@@ -84,8 +84,8 @@ DIM = 512  # SSCD descriptors
 # The embed and caption modules import torch; their tables' columns, as they write them (a test
 # keeps these equal to gpic.stages.embed.COLUMNS and gpic.stages.caption.COLUMNS).
 EMBED_COLUMNS = ["key", "embed_status", "embed_reason", "phash", "descriptor", "split", "sha256", "width", "height"]
-CAPTION_COLUMNS = ["key", "caption_status", "caption_reason"] + [f"{lv}{x}" for lv in LEVELS
-                                                                   for x in ("", "_tokens", "_flag")]
+CAPTION_COLUMNS = ["key", "caption_status", "caption_reason"] + [
+    f"{lv}{x}" for lv in LEVELS for x in ("", "_raw", "_opening", "_tokens", "_flags", "_recaptioned", "_agreement")]
 
 # Proportions (of the keys reaching each stage), chosen so that ~92% of the keys are packed, GPIC's
 # 101.2M of 110M.
@@ -117,6 +117,7 @@ FETCH_FAILURES = [("http error: 404", 404, False, 0.5), ("http error: 410", 410,
                   ("gone: the source served its placeholder for a removed image (sha256 "
                    "3f1bb1ee9fb2d4d3a2df8fe7c3e8b5a41ee2fc43a5d9a5c8e1e4b2a7b0c1d9e4)", 200, False, 0.15)]
 JUDGE_MODEL = ("Qwen/Qwen3-VL-4B-Instruct", "ebb281ec70b05090")
+AGREEMENT_MODEL = ("google/siglip-base-patch16-224", "7fd15f0689c79d79")
 EMBED_MODEL = ("sscd_disc_mixup", "9f26bd4c848cc19b")
 CAPTION_WORDS = {"label": (2, 5), "short": (12, 20), "medium": (40, 65), "long": (120, 190)}  # words per level
 TOKENS_PER_WORD = 1.3
@@ -604,18 +605,25 @@ class Synthesizer:
             text = _join(self.pools.pick(first, rng, n), " ", self.pools.pick(second, rng, n), ".")
             words = pc.add(pc.count_substring(text, " "), 1).to_numpy(zero_copy_only=False)
             tokens = np.round(words * TOKENS_PER_WORD + rng.integers(0, 4, n))
-            flag = np.where(rng.random(n) < (0.02 if level == "long" else 0.002), "truncated", "ok")
-            columns[level] = np.where(failed, None, text.to_numpy(zero_copy_only=False)).astype(object)
-            columns[f"{level}_tokens"] = np.where(failed, np.nan, tokens) if failed.any() else tokens.astype(np.int64)
-            columns[f"{level}_flag"] = np.where(failed, None, flag).astype(object)
+            flags = np.where(failed, "", np.where(rng.random(n) < (0.02 if level == "long" else 0.002), "truncated",
+                                                  "")).astype(object)
+            columns[level] = columns[f"{level}_raw"] = np.where(failed, "", text.to_numpy(zero_copy_only=False)).astype(
+                object)
+            columns[f"{level}_opening"] = np.full(n, "", dtype=object)
+            columns[f"{level}_tokens"] = np.where(failed, 0, tokens).astype(np.int64)
+            columns[f"{level}_flags"] = flags
+            columns[f"{level}_recaptioned"] = np.zeros(n, dtype=bool)
+            columns[f"{level}_agreement"] = np.where(failed, np.nan, rng.normal(0.12, 0.03, n))
         table = pd.DataFrame(columns, columns=CAPTION_COLUMNS)
         caption = self.cfg["caption"]
         generation = json.dumps({"backend": caption["backend"], "do_sample": False, "num_beams": 1,
                                  "batch_size": caption["batch_size"],
                                  "max_new_tokens": {lv: caption["levels"][lv]["max_new_tokens"] for lv in LEVELS},
-                                 "max_pixels": caption["max_pixels"]}, sort_keys=True)
+                                 "max_pixels": caption["max_pixels"], "recaption": caption["recaption"]},
+                                sort_keys=True)
         table = with_producer(table, "caption", caption, prompt_hash=config_hash(caption["levels"]), decoding="greedy",
-                      generation=generation, model_id=JUDGE_MODEL[0], model_revision=JUDGE_MODEL[1])
+                              generation=generation, model_id=JUDGE_MODEL[0], model_revision=JUDGE_MODEL[1],
+                              agreement_model_id=AGREEMENT_MODEL[0], agreement_model_revision=AGREEMENT_MODEL[1])
         write_table(table, files.table("captions"))
         packed = pack.run(files, self.cfg)  # the real pack: tar and index of train shard `index`
         self.count_packed(packed)

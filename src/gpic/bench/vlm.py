@@ -138,6 +138,25 @@ def judge_flops(dims: dict, tokens: dict, answer_tokens: int, shared: bool) -> f
                for s in tokens["suffixes"])
 
 
+# google/siglip-base-patch16-224's config (the production agreement scorer): both towers 12
+# layers of width 768 and MLP 3072; 196 patches of 16 px at 224 px; texts padded to 64 tokens.
+SIGLIP_BASE = {"hidden_size": 768, "intermediate_size": 3072, "layers": 12, "patches": 196, "patch": 16,
+               "text_tokens": 64}
+
+
+def scorer_flops(dims: dict = SIGLIP_BASE, captions: int = 4) -> float:
+    """One image and its `captions` through the agreement scorer: the vision tower once, the
+    text tower once per caption (both pre-norm transformer encoders; the pooling heads, under
+    1%, left out)."""
+    h, inner, layers = dims["hidden_size"], dims["intermediate_size"], dims["layers"]
+
+    def encoder(tokens: int) -> float:
+        return layers * (2 * tokens * (4 * h * h + 2 * h * inner) + 4 * tokens * tokens * h)
+
+    embed = 2 * dims["patches"] * 3 * dims["patch"] ** 2 * h
+    return embed + encoder(dims["patches"]) + captions * encoder(dims["text_tokens"])
+
+
 def h100_ratio(kind: str, tokens: dict, **kwargs) -> float:
     """The current path's FLOPs over ours on the Qwen3-VL-4B architecture (`tokens` as
     `prompt_tokens` gives them, the image's with 4B's pixel budget): the expected speed-up on

@@ -129,10 +129,14 @@ def bench_caption(model: str = typer.Option(None, help="A local VLM [built: the 
                   images: int = 16, batch_size: int = 8,
                   device: str = "cpu", backend: str = "transformers", threads: int = 1,
                   config: Path = typer.Option(
-                      None, help="Take the four levels' prompts and budgets from this config.")) -> None:
+                      None, help="Take the four levels' prompts and budgets from this config."),
+                  scorer: str = typer.Option(None, help="A local agreement scorer [built: the tiny SigLIP].")) -> None:
     """Captioning images/s and output tokens/s (four levels) for MODEL at BATCH_SIZE: the image's
     prefix computed once for the four levels (ours) against one full-prompt generate per level
-    (the current path), same batches; identical captions, and vision-tower passes per image."""
+    (the current path), same batches; identical captions, and vision-tower passes per image.
+    Then the cost of caption hygiene and the agreement scorer as a share of caption time
+    (added_share) and, by FLOPs on the GPU path, SigLIP base's share of Qwen3-VL-4B's
+    (scorer_flop_share_h100; target under 5%)."""
     import torch
     import yaml
 
@@ -141,7 +145,7 @@ def bench_caption(model: str = typer.Option(None, help="A local VLM [built: the 
 
     torch.set_num_threads(threads)
     levels = yaml.safe_load(config.read_text())["caption"].get("levels") if config else None
-    f = run(model, images, batch_size, device, backend, levels)
+    f = run(model, images, batch_size, device, backend, levels, scorer)
     console.print(f"{f['model']} ({backend}, {device}), {images} images x 4 levels, batch {batch_size}: ours "
                   f"{f['ours_images_per_s']:.2f} images/s ({f['ours_tokens_per_s']:.0f} tokens/s, "
                   f"{f['vision_passes_per_image']:g} vision passes per image), current path "
@@ -151,6 +155,10 @@ def bench_caption(model: str = typer.Option(None, help="A local VLM [built: the 
         console.print(f"{f['image_tokens']} image tokens against {f['text_tokens']} text tokens per image (prompts and "
                       f"budgets); expected on an H100 from the FLOPs of Qwen3-VL-4B: x{f['flop_ratio_h100']:.2f}",
                       soft_wrap=True)
+    console.print(f"hygiene {f['hygiene_s']:.3f} s and agreement scorer {f['scorer_s']:.2f} s "
+                  f"({f['scorer']}): {f['added_share']:.1%} of caption time here"
+                  + (f"; SigLIP base by FLOPs on the GPU path: {f['scorer_flop_share_h100']:.1%} of Qwen3-VL-4B's"
+                     if "scorer_flop_share_h100" in f else ""), soft_wrap=True)
     print(figures_line(f))
 
 

@@ -12,7 +12,7 @@ from gpic.cli.common import app, console, models_app
 
 @models_app.command("tiny")
 def models_tiny(out_dir: Path, seed: int = 0) -> None:
-    """Build tiny random-weight Qwen3-VL, copy-detection and DINOv2 models in OUT_DIR."""
+    """Build tiny random-weight Qwen3-VL, copy-detection, DINOv2 and SigLIP (agreement) models in OUT_DIR."""
     from gpic.devkit.tiny_models import build_tiny_models
 
     for name, path in build_tiny_models(out_dir, seed=seed).items():

@@ -13,6 +13,9 @@ weights drawn from a fixed seed:
 * :func:`build_tiny_copy_detector` -- a TorchScript descriptor extractor with
   the same calling convention as the published SSCD files.
 * :func:`build_tiny_dinov2` -- a ``Dinov2Model`` that loads with ``AutoModel``.
+* :func:`build_tiny_siglip` -- a ``SiglipModel`` (the caption agreement scorer's dual
+  encoder) with a locally trained SentencePiece tokenizer and a real ``SiglipProcessor``;
+  loads with ``AutoProcessor`` / ``AutoModel``.
 
 Everything is deterministic for a given seed: rebuilding yields byte-identical
 weight files, hence the same :func:`weights_revision`.
@@ -39,6 +42,7 @@ __all__ = [
     "build_tiny_dinov2",
     "build_tiny_models",
     "build_tiny_qwen3_vl",
+    "build_tiny_siglip",
 ]
 
 # ---------------------------------------------------------------------------
@@ -563,6 +567,79 @@ def build_tiny_dinov2(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+# ---------------------------------------------------------------------------
+# SigLIP (caption agreement)
+# ---------------------------------------------------------------------------
+
+_CAPTION_SENTENCES = (
+    "a photo of a cat",
+    "a photo of a dog on the grass",
+    "an astronaut in a white suit holding a helmet",
+    "a cup of coffee on a saucer",
+    "a rocket on the launch pad under a blue sky",
+    "a red bus in a busy street",
+    "two children playing on the beach",
+    "a bowl of fruit on a kitchen counter",
+    "a black and white portrait of an old man",
+    "a yellow flower with a bee in the centre",
+)
+
+
+SIGLIP_SHAPES = {  # tiny: the tests' model; base: google/siglip-base-patch16-224's towers (gpu_check's cost)
+    "tiny": ({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+             {"image_size": 32, "patch_size": 8}),
+    "base": ({"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
+             {"image_size": 224, "patch_size": 16}),
+}
+
+
+def build_tiny_siglip(out_dir: Path, seed: int = 0, shape: str = "tiny") -> Path:
+    """Build a random-weight ``SiglipModel`` in ``out_dir``: `tiny` (text and vision width 32,
+    2 layers, 2 heads; 32 px images in 8 px patches; 64 text positions) or `base` (SigLIP base's
+    towers, 224 px in 16 px patches, for measuring the scorer's cost on a GPU).
+
+    Its tokenizer is a unigram SentencePiece model trained here on the built-in corpus and a few
+    captions (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, no BOS, as in the published SigLIP
+    vocabulary), wrapped as a ``SiglipTokenizer`` that pads with ``</s>`` like the published one.
+    Saved with a ``SiglipProcessor``; loads with ``AutoProcessor`` / ``AutoModel``.
+    """
+    import sentencepiece as spm
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor, SiglipTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_tiny_corpus() + list(_CAPTION_SENTENCES) * 5),
+        model_writer=proto,
+        model_type="unigram",
+        vocab_size=500,
+        hard_vocab_limit=False,
+        num_threads=1,  # deterministic
+        pad_id=0, pad_piece="<pad>", eos_id=1, eos_piece="</s>", unk_id=2, unk_piece="<unk>", bos_id=-1,
+        minloglevel=2,
+    )
+    vocab_file = out_dir / "spiece.model"
+    vocab_file.write_bytes(proto.getvalue())
+    tokenizer = SiglipTokenizer(vocab_file=str(vocab_file), model_max_length=64)
+    dims, pixels = SIGLIP_SHAPES[shape]
+    config = SiglipConfig(
+        text_config={**dims, "vocab_size": len(tokenizer), "max_position_embeddings": 64,
+                     "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "bos_token_id": None},
+        vision_config={**dims, **pixels},
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SiglipModel(config).eval()
+    with quiet_progress_bars():
+        model.save_pretrained(out_dir, safe_serialization=True)
+    side = pixels["image_size"]
+    image_processor = SiglipImageProcessor(size={"height": side, "width": side})
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out_dir)
+    return out_dir
+
+
 def build_tiny_models(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     """Build all tiny models under ``out_dir``; returns their paths by role."""
     out_dir = Path(out_dir)
@@ -570,6 +647,7 @@ def build_tiny_models(out_dir: Path, seed: int = 0) -> dict[str, Path]:
         "vlm": build_tiny_qwen3_vl(out_dir / "qwen3-vl-tiny", seed=seed),
         "copy_detector": build_tiny_copy_detector(out_dir / "sscd-tiny.pt", seed=seed),
         "dinov2": build_tiny_dinov2(out_dir / "dinov2-tiny", seed=seed),
+        "agreement": build_tiny_siglip(out_dir / "siglip-tiny", seed=seed),
     }
 
 

@@ -143,9 +143,22 @@ def fetch_models(models: dict[str, ModelSource], dest: str | Path) -> list[Fetch
     return fetched
 
 
-def overlay(fetched: list[Fetched]) -> dict[str, dict[str, str]]:
-    """The config keys the fetched checkpoints fill in: {stage: {"model": path}}."""
-    return {stage: {"model": str(item.path)} for item in fetched for stage in item.stages}
+# Where a `models:` entry's stage puts its path: the config section holding that `model` key.
+MODEL_KEYS = {"judge": ("judge",), "caption": ("caption",), "agreement": ("caption", "agreement"),
+              "embed": ("embed",), "eval": ("eval",)}
+
+
+def overlay(fetched: list[Fetched]) -> dict[str, dict]:
+    """The config keys the fetched checkpoints fill in, e.g. {"caption": {"model": path,
+    "agreement": {"model": path}}}."""
+    out: dict[str, dict] = {}
+    for item in fetched:
+        for stage in item.stages:
+            section = out
+            for name in MODEL_KEYS[stage]:
+                section = section.setdefault(name, {})
+            section["model"] = str(item.path)
+    return out
 
 
 def write_overlay(fetched: list[Fetched], path: str | Path, config_path: str | Path) -> Path:

@@ -292,11 +292,14 @@ class VisionLanguageModel:
             results.append(Generation(text=text, new_tokens=new_tokens, hit_limit=hit_limit))
         return results
 
-    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[Generation]:
+    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int, repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0) -> list[Generation]:
         """The same text prompt applied to each image, one batch, greedy decoding (do_sample=False), left padding.
         The whole prompt goes through one generate call: the reference path, which the
-        shared-prefix paths below must reproduce."""
-        return self._decode(self._generate_ids(images, prompt, max_new_tokens), max_new_tokens)
+        shared-prefix paths below must reproduce. A repetition penalty and a ban on repeated
+        n-grams (transformers' own logits processors) are the caption stage's fallback decoding."""
+        penalties = {"repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}
+        return self._decode(self._generate_ids(images, prompt, max_new_tokens, penalties), max_new_tokens)
 
     def generate_levels(self, images: list[Image.Image],
                         levels: dict[str, tuple[str, int]]) -> dict[str, list[Generation]]:
@@ -363,7 +366,8 @@ class VisionLanguageModel:
                 "top_p": None, "top_k": None, "pad_token_id": self.pad_token_id,
                 "eos_token_id": sorted(self.eos_token_ids)}
 
-    def _generate_ids(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[list[int]]:
+    def _generate_ids(self, images: list[Image.Image], prompt: str, max_new_tokens: int,
+                      penalties: dict | None = None) -> list[list[int]]:
         """Raw new-token ids per image (rows padded after EOS with the pad id)."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -378,7 +382,7 @@ class VisionLanguageModel:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         prompt_len = inputs["input_ids"].shape[1]
         with torch.inference_mode():
-            output = self.model.generate(**inputs, **self._greedy(max_new_tokens))
+            output = self.model.generate(**inputs, **self._greedy(max_new_tokens), **(penalties or {}))
         return output[:, prompt_len:].tolist()
 
 
@@ -411,8 +415,8 @@ class VllmModel:
                        limit_mm_per_prompt={"image": 1}, mm_processor_kwargs=mm_kwargs,
                        gpu_memory_utilization=gpu_memory_utilization)
 
-    def generate_levels(self, images: list[Image.Image],
-                        levels: dict[str, tuple[str, int]]) -> dict[str, list[Generation]]:
+    def generate_levels(self, images: list[Image.Image], levels: dict[str, tuple[str, int]],
+                        repetition_penalty: float = 1.0) -> dict[str, list[Generation]]:
         from vllm import SamplingParams
 
         requests, params, order = [], [], []
@@ -421,7 +425,8 @@ class VllmModel:
             chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             for image in images:
                 requests.append({"prompt": chat, "multi_modal_data": {"image": image.convert("RGB")}})
-                params.append(SamplingParams(temperature=0.0, max_tokens=budget, skip_special_tokens=True))
+                params.append(SamplingParams(temperature=0.0, max_tokens=budget, skip_special_tokens=True,
+                                             repetition_penalty=repetition_penalty))
                 order.append(level)
         out: dict[str, list[Generation]] = {level: [] for level in levels}
         for level, result in zip(order, self.llm.generate(requests, params, use_tqdm=False)):
@@ -430,8 +435,10 @@ class VllmModel:
                                          hit_limit=completion.finish_reason == "length"))
         return out
 
-    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int) -> list[Generation]:
-        return self.generate_levels(images, {"answer": (prompt, max_new_tokens)})["answer"]
+    def generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int, repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0) -> list[Generation]:
+        """vLLM has no n-gram ban: its repetition penalty alone is the fallback decoding."""
+        return self.generate_levels(images, {"answer": (prompt, max_new_tokens)}, repetition_penalty)["answer"]
 
     def judge_scores(self, images: list[Image.Image], criteria: dict[str, Question]) -> dict[str, list[Score]]:
         """The transformers backend's scores from one engine call: every image x criterion

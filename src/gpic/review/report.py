@@ -29,6 +29,7 @@ from gpic.layout import Layout  # noqa: E402
 from gpic.review import printable  # noqa: E402
 from gpic.review.audit import dropped, raw_bytes  # noqa: E402
 from gpic.review.cost import estimate  # noqa: E402
+from gpic.stages.caption import audit as caption_audit  # noqa: E402
 from gpic.stages.provenance import summarise  # noqa: E402
 from gpic.store import atomic_path, read_table  # noqa: E402
 
@@ -208,6 +209,29 @@ def dropped_section(results: Path, n_per_reason: int) -> Markup:
     return section("dropped", cells, n_per_reason)
 
 
+def captions_section(results: Path, audit: dict) -> Markup:
+    """The caption audit (gpic.stages.caption.audit): findings per level and rule, openings
+    before and after hygiene, frequent captions and trigrams, lengths, the agreement scores'
+    distribution and, with their images, the captions the scorer trusts least and most."""
+    levels = audit["levels"]
+    plot = None
+    if any(lv["histogram"] for lv in levels.values()):
+        fig, axes = plt.subplots(1, len(levels), figsize=(12, 2.6), sharey=True)
+        for ax, (level, figures) in zip(axes, levels.items()):
+            if figures["histogram"]:
+                counts, edges = figures["histogram"]
+                ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#57a")
+            ax.set_title(f"{level}: agreement")
+        plot = png(fig)
+    picks = [(level, end, e) for level, figures in levels.items() for end in ("low", "high") for e in figures[end]]
+    data: dict[str, bytes] = {}
+    for shard in sorted({e["shard"] for _, _, e in picks}):
+        data.update(raw_bytes(results, shard, [e["key"] for _, _, e in picks if e["shard"] == shard]))
+    cells = [{"src": thumbnail(data.get(e["key"], b"")), "level": level, "end": end, **e} for level, end, e in picks]
+    rules = sorted({rule for lv in levels.values() for rule in lv["flags"]})
+    return section("captions", audit, rules, plot, cells)
+
+
 def cost_section(cost: dict) -> Markup:
     return section("cost", cost)
 
@@ -221,6 +245,8 @@ def write_report(results: str | Path, config: Config, out: str | Path, samples: 
     sections = [funnel_section(summary), judge_section(summary),
                 corpus_section(index, duplicate_clusters(layout.decisions), totals),
                 kept_section(results, index, samples), dropped_section(results, 3),
+                captions_section(results, caption_audit(
+                    {path.stem: path for path in sorted(layout.tables("captions").glob("*.parquet"))})),
                 cost_section(estimate(results, config))]
     page = ENV.get_template("report.html.j2").render(results=results.resolve(), shards=config["shards"],
                                                      sections=sections)

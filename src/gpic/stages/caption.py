@@ -1,5 +1,8 @@
 """The caption stage: four levels per image (label, short, medium, long) from a VLM with
-greedy decoding; degenerate output is flagged in the record, never silently kept.
+greedy decoding, cleaned and checked by caption hygiene (gpic.hygiene), and scored against
+the image by a second model of another family (gpic.inference.agreement). Every finding is a
+reason recorded per level; `caption.on_flag` keeps the caption with its flag, captions that
+level once more with a fallback decoding, or drops the image with the reason.
 
 Captioning is the expensive stage (GPIC: ~1,500 H100-hours), so a killed job must not
 start its shard again: each finished batch is written to a part file beside the output
@@ -11,17 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import math
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from gpic.config import CaptionConfig, Config
 from gpic.contracts import LEVELS
+from gpic.hygiene import RULES, Hygiene
 from gpic.identity import config_hash
 from gpic.images import load_batches
+from gpic.inference.agreement import AgreementScorer
 from gpic.inference.vlm import VisionLanguageModel, VllmModel
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
@@ -30,56 +38,105 @@ from gpic.store import read_table, read_tar, with_producer, write_table
 log = logging.getLogger(__name__)
 
 STAGE = STAGES["caption"]
-SPECIAL_TOKENS = re.compile(r"<\|[^|>]*\|>")
-ROLE_PREFIX = re.compile(r"^\s*(assistant|user|system)\b\s*:?\s*", re.IGNORECASE)
-COLUMNS = ["key", "caption_status", "caption_reason"] + [f"{lv}{x}" for lv in LEVELS for x in ("", "_tokens", "_flag")]
+# Per level: the clean text (what is packed), the model's raw text, the stock opening hygiene
+# removed, tokens generated, the rules it breaks (";"-joined, "" for none), whether it was
+# captioned a second time, and the agreement score (NaN when no scorer is configured).
+LEVEL_FIELDS = ("", "_raw", "_opening", "_tokens", "_flags", "_recaptioned", "_agreement")
+COLUMNS = ["key", "caption_status", "caption_reason"] + [f"{lv}{x}" for lv in LEVELS for x in LEVEL_FIELDS]
+# A key whose image did not decode: no caption, the columns' types kept.
+FAILED = {"caption_status": "failed", **{f"{lv}{x}": v for lv in LEVELS for x, v in zip(
+    LEVEL_FIELDS, ("", "", "", 0, "", False, math.nan))}}
+DEFAULT_ACTIONS = {"empty": "drop", "refusal": "recaption", "degenerate": "recaption"}  # the schema's; the rest keep
 
 
-def clean(text: str) -> str:
-    """Strip chat-template artefacts (special tokens, then a leading role name) and collapse whitespace."""
-    return " ".join(ROLE_PREFIX.sub("", SPECIAL_TOKENS.sub(" ", text)).split())
+@dataclass
+class Captioner:
+    """What a caption job loads once: the VLM and, when configured, the agreement scorer."""
+
+    vlm: VisionLanguageModel | VllmModel
+    scorer: AgreementScorer | None = None
 
 
-def flag(text: str, hit_limit: bool) -> str:
-    """'ok', or why the caption should not be trusted as is."""
-    if not text:
-        return "empty"
-    words = text.lower().split()
-    trigrams = Counter(zip(words, words[1:], words[2:]))
-    if len(words) >= 12 and (trigrams.most_common(1)[0][1] >= 3 or len(set(words)) / len(words) < 0.3):
-        return "degenerate"
-    if hit_limit:
-        return "truncated"
-    return "ok"
-
-
-def load_model(cfg: Config) -> VisionLanguageModel | VllmModel:
-    """The configured backend: transformers (the tested path, CPU or GPU) or vLLM (GPU nodes)."""
+def load_model(cfg: Config) -> Captioner:
+    """The configured backend (transformers: the tested path, CPU or GPU; vLLM: GPU nodes) and
+    the agreement scorer of `caption.agreement.model` (none when it is empty)."""
     caption = cfg["caption"]
     if caption["backend"] == "vllm":
-        return VllmModel(caption["model"], max_pixels=caption["max_pixels"])
-    return VisionLanguageModel(caption["model"], device=caption["device"], max_pixels=caption["max_pixels"])
+        vlm = VllmModel(caption["model"], max_pixels=caption["max_pixels"])
+    else:
+        vlm = VisionLanguageModel(caption["model"], device=caption["device"], max_pixels=caption["max_pixels"])
+    agreement = caption.get("agreement") or {}
+    scorer = AgreementScorer(agreement["model"], device=agreement.get("device", "cpu")) if agreement.get(
+        "model") else None
+    return Captioner(vlm, scorer)
 
 
 def generation_params(cfg: CaptionConfig) -> str:
     """What decides the text besides model and prompts, recorded with every caption."""
     return json.dumps({"backend": cfg["backend"], "do_sample": False, "num_beams": 1, "batch_size": cfg["batch_size"],
                        "max_new_tokens": {lv: cfg["levels"][lv]["max_new_tokens"] for lv in LEVELS},
-                       "max_pixels": cfg["max_pixels"]}, sort_keys=True)
+                       "max_pixels": cfg["max_pixels"], "recaption": cfg.get("recaption", {})}, sort_keys=True)
 
 
-def caption_batch(model, keys: list[str], images: list, levels: dict) -> list[dict]:
-    outputs = model.generate_levels(images, {lv: (levels[lv]["prompt"], levels[lv]["max_new_tokens"]) for lv in LEVELS})
+def actions(cfg: CaptionConfig) -> dict[str, str]:
+    """What each hygiene rule does (config `caption.on_flag`, the schema's defaults filled in)."""
+    return {rule: (cfg.get("on_flag") or {}).get(rule, DEFAULT_ACTIONS.get(rule, "keep")) for rule in RULES}
+
+
+def _recaption(model, images: list, rows: list[dict], levels: dict, cfg: CaptionConfig, hygiene: Hygiene,
+               act: dict[str, str]) -> None:
+    """Caption once more, with the fallback decoding, every level whose findings ask for it."""
+    fallback = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3, **(cfg.get("recaption") or {})}
+    for level in LEVELS:
+        again = [i for i, row in enumerate(rows) if any(act[r] == "recaption" for r in row["flags"][level])]
+        if not again:
+            continue
+        prompt, budget = levels[level]["prompt"], levels[level]["max_new_tokens"]
+        for i, generation in zip(again, model.generate([images[i] for i in again], prompt, budget, **fallback)):
+            rows[i]["raw"][level], rows[i]["hit"][level] = generation.text, generation.hit_limit
+            rows[i]["tokens"][level] += generation.new_tokens  # both generations were paid for
+            rows[i]["recaptioned"][level] = True
+    for row in rows:
+        if any(row["recaptioned"].values()):
+            row["clean"] = {lv: hygiene.clean(row["raw"][lv]) for lv in LEVELS}
+            row["flags"] = hygiene.flags({lv: row["clean"][lv][0] for lv in LEVELS}, row["hit"])
+
+
+def caption_batch(models: Captioner, keys: list[str], images: list, cfg: CaptionConfig) -> list[dict]:
+    """Caption rows of one batch: generate, clean and check, recaption what asks for it, score
+    each level against its image, then apply `on_flag` (the first level and rule that drops,
+    in LEVELS and RULES order, names the reason)."""
+    levels, hygiene, act = cfg["levels"], Hygiene.from_config(cfg.get("hygiene")), actions(cfg)
+    outputs = models.vlm.generate_levels(images, {lv: (levels[lv]["prompt"], levels[lv]["max_new_tokens"])
+                                                  for lv in LEVELS})
     rows = []
-    for i, key in enumerate(keys):
-        row = {"key": key, "caption_status": "ok", "caption_reason": ""}
-        for level in LEVELS:
-            generation = outputs[level][i]
-            text = clean(generation.text)
-            row[level], row[f"{level}_tokens"], row[f"{level}_flag"] = text, generation.new_tokens, flag(
-                text, generation.hit_limit)
-        rows.append(row)
-    return rows
+    for i in range(len(keys)):
+        raw = {lv: outputs[lv][i].text for lv in LEVELS}
+        hit = {lv: outputs[lv][i].hit_limit for lv in LEVELS}
+        clean = {lv: hygiene.clean(raw[lv]) for lv in LEVELS}
+        rows.append({"raw": raw, "hit": hit, "clean": clean, "tokens": {lv: outputs[lv][i].new_tokens for lv in LEVELS},
+                     "recaptioned": dict.fromkeys(LEVELS, False),
+                     "flags": hygiene.flags({lv: clean[lv][0] for lv in LEVELS}, hit)})
+    _recaption(models.vlm, images, rows, levels, cfg, hygiene, act)
+    scores = [[math.nan] * len(LEVELS) for _ in keys]
+    if models.scorer is not None and keys:
+        scores = models.scorer.score(images, [[row["clean"][lv][0] for lv in LEVELS] for row in rows])
+    minimum = (cfg.get("agreement") or {}).get("min_score") or {}
+    out = []
+    for key, row, score in zip(keys, rows, scores):
+        record = {"key": key, "caption_status": "ok", "caption_reason": ""}
+        for level, value in zip(LEVELS, score):
+            if value < minimum.get(level, 0.0):  # NaN (unscored or empty) compares False: no flag
+                row["flags"][level].append("mismatch")
+            text, opening = row["clean"][level]
+            record.update({level: text, f"{level}_raw": row["raw"][level], f"{level}_opening": opening,
+                           f"{level}_tokens": row["tokens"][level], f"{level}_flags": ";".join(row["flags"][level]),
+                           f"{level}_recaptioned": row["recaptioned"][level], f"{level}_agreement": float(value)})
+        dropped = next(((lv, rule) for lv in LEVELS for rule in row["flags"][lv] if act[rule] == "drop"), None)
+        if dropped:
+            record.update(caption_status="dropped", caption_reason=f"caption {dropped[1]}: {dropped[0]}")
+        out.append(record)
+    return out
 
 
 def caption_shard(decisions: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar: str | Path, cfg: CaptionConfig,
@@ -89,10 +146,13 @@ def caption_shard(decisions: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar:
     members = dict(fetch_records.loc[fetch_records["key"].isin(kept), ["key", "raw_member"]].itertuples(index=False))
     out_path = Path(out_path)
     parts = out_path.with_name(out_path.name + ".parts")
-    rows, extra = [], {"model_id": "", "model_revision": ""}
+    rows, extra = [], {"model_id": "", "model_revision": "", "agreement_model_id": "", "agreement_model_revision": ""}
     if members:
         model = model or load_model({"caption": cfg})
-        extra = {"model_id": model.model_id, "model_revision": model.revision}
+        scorer = model.scorer
+        extra = {"model_id": model.vlm.model_id, "model_revision": model.vlm.revision,
+                 "agreement_model_id": scorer.model_id if scorer else "",
+                 "agreement_model_revision": scorer.revision if scorer else ""}
         # part files of another configuration or model must never be mixed in
         run_id = config_hash({**cfg, **extra, "generation": generation_params(cfg)})
         parts = parts / run_id
@@ -102,8 +162,8 @@ def caption_shard(decisions: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar:
             part = parts / f"{number:06d}.parquet"
             resumed = part.exists()
             if not resumed:
-                batch = [{"key": k, "caption_status": "failed", "caption_reason": r} for k, r in failures]
-                batch += caption_batch(model, keys, images, cfg["levels"]) if keys else []
+                batch = [{**FAILED, "key": k, "caption_reason": r} for k, r in failures]
+                batch += caption_batch(model, keys, images, cfg) if keys else []
                 write_table(pd.DataFrame(batch, columns=COLUMNS), part)
             rows.append(read_table(part))  # read back either way: a resumed run assembles the same table
             done += len(rows[-1])
@@ -111,7 +171,7 @@ def caption_shard(decisions: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar:
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
     table = table.sort_values("key", ignore_index=True)
     table = with_producer(table, "caption", cfg, prompt_hash=config_hash(cfg["levels"]), decoding="greedy",
-                  generation=generation_params(cfg), **extra)
+                          generation=generation_params(cfg), **extra)
     write_table(table, out_path)
     shutil.rmtree(out_path.with_name(out_path.name + ".parts"), ignore_errors=True)
     return table
@@ -121,3 +181,82 @@ def run(files: ShardFiles, cfg: Config, *, model=None) -> pd.DataFrame:
     """Caption every key of the shard that dedup kept."""
     return caption_shard(read_table(files.table("dedup")), read_table(files.table("fetch")), files.raw, cfg["caption"],
                          files.table("captions"), model=model)
+
+
+# ---------------------------------------------------------------------------
+# The caption audit: what a user of the corpus should know about its captions before training
+# on them (docs/captioning.md, Caption audit). The run report and the dataset card show it.
+# ---------------------------------------------------------------------------
+
+SAMPLED = 200_000  # captioned keys the text statistics read at most (every k-th); counts of flags read every row
+AUDIT_COLUMNS = ["key", "caption_status", "caption_reason",
+                 *(f"{lv}{x}" for lv in LEVELS for x in ("", "_raw", "_flags", "_agreement"))]
+
+MODEL_COLUMNS = ["caption_model_id", "caption_model_revision", "caption_agreement_model_id",
+                 "caption_agreement_model_revision"]
+
+
+def _quantiles(values: pd.Series) -> dict[str, float]:
+    return {f"p{q}": float(values.quantile(q / 100)) for q in (5, 50, 95)} | {"mean": float(values.mean())}
+
+
+def audit(tables: dict[str, Path], examples: int = 3, top: int = 5) -> dict:
+    """The audit of every caption table (shard -> path), one shard at a time: per level, the
+    findings of hygiene and the scorer by rule, the most common openings before and after
+    hygiene, the most frequent captions and word trigrams, vocabulary size, length in words,
+    the agreement-score distribution with the `examples` lowest and highest (key, shard,
+    caption, score), and how many captions mention each group of person-describing terms.
+    Findings and scores count every caption; the text statistics read every k-th key once
+    there are more than SAMPLED (the audit says k)."""
+    from gpic.hygiene import PERSON_TERMS, ngrams, opening, person_counts, words
+
+    total = sum(pq.read_metadata(path).num_rows for path in tables.values())
+    step = max(1, math.ceil(total / SAMPLED))
+    status, dropped, models = Counter(), Counter(), {}
+    levels = {lv: {"flags": Counter(), "before": Counter(), "after": Counter(), "captions": Counter(),
+                   "trigrams": Counter(), "vocabulary": set(), "words": [], "scores": [], "tails": [],
+                   "person": Counter()} for lv in LEVELS}
+    for shard, path in sorted(tables.items()):
+        table = read_table(path, columns=AUDIT_COLUMNS + MODEL_COLUMNS)
+        if len(table) and not models:
+            models = {name.removeprefix("caption_"): str(table[name].iloc[0]) for name in MODEL_COLUMNS}
+        status.update(table["caption_status"])
+        dropped.update(table.loc[table["caption_status"] == "dropped", "caption_reason"])
+        captioned = table[table["caption_status"] != "failed"]
+        kept = captioned[captioned["caption_status"] == "ok"]
+        sample = kept.iloc[::step]
+        for level, acc in levels.items():
+            acc["flags"].update(rule for flags in captioned[f"{level}_flags"] for rule in flags.split(";") if rule)
+            scored = kept[["key", level, f"{level}_agreement"]].dropna()
+            acc["scores"].append(scored[f"{level}_agreement"])
+            ends = pd.concat([scored.nsmallest(examples, f"{level}_agreement"),
+                              scored.nlargest(examples, f"{level}_agreement")])
+            acc["tails"] += [(row[2], row[0], shard, row[1]) for row in ends.itertuples(index=False)]
+            for raw, text in zip(sample[f"{level}_raw"], sample[level]):
+                tokens = words(text)
+                acc["before"][opening(raw)] += 1
+                acc["after"][opening(text)] += 1
+                acc["captions"][text] += 1
+                acc["trigrams"].update(" ".join(gram) for gram in ngrams(tokens, 3))
+                acc["vocabulary"].update(tokens)
+                acc["words"].append(len(tokens))
+                acc["person"].update(set(person_counts(text)))
+    out = {"models": models, "captioned": int(sum(status.values())), "status": dict(status),
+           "dropped": dict(dropped.most_common()), "step": step, "sampled": 0,
+           "person_groups": {name: list(terms) for name, terms in PERSON_TERMS.items()}, "levels": {}}
+    for level, acc in levels.items():
+        scores = pd.concat(acc["scores"]) if acc["scores"] else pd.Series(dtype=float)
+        tails = sorted(acc["tails"])
+        lengths = pd.Series(acc["words"], dtype=float)
+        out["sampled"] = len(lengths)
+        out["levels"][level] = {
+            "flags": dict(acc["flags"].most_common()), "openings_before": acc["before"].most_common(top),
+            "openings_after": acc["after"].most_common(top), "top_captions": acc["captions"].most_common(top),
+            "top_trigrams": acc["trigrams"].most_common(top), "vocabulary": len(acc["vocabulary"]),
+            "words": _quantiles(lengths) if len(lengths) else {},
+            "scored": int(len(scores)), "agreement": _quantiles(scores) if len(scores) else {},
+            "histogram": [part.tolist() for part in np.histogram(scores, bins=20)] if len(scores) else [],
+            "low": [dict(zip(("score", "key", "shard", "caption"), t)) for t in tails[:examples]],
+            "high": [dict(zip(("score", "key", "shard", "caption"), t)) for t in tails[::-1][:examples]],
+            "person": {name: int(acc["person"][name]) for name in PERSON_TERMS}}
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from gpic.config import Config, PackConfig, tier_of_shard, tier_shard_counts
-from gpic.contracts import HELD_OUT, LEVELS, Captions, SampleRecord, to_gpic
+from gpic.contracts import (
+    HELD_OUT,
+    LEVELS,
+    CaptionAgreement,
+    CaptionFlags,
+    Captions,
+    SampleRecord,
+    checks_columns,
+    to_gpic,
+)
 from gpic.identity import shard_name
 from gpic.layout import Layout, ShardFiles, block_shards, bucket_range
 from gpic.stages import STAGES
@@ -30,7 +40,8 @@ STAGE = STAGES["pack"]
 MANIFEST_FIELDS = ["key", "split", "source", "source_id", "url", "license", "license_url", "attribution", "title",
                    "retrieved_at"]
 FETCH_FIELDS = ["key", "sha256", "raw_member", "fetched_at", "license_id"]
-CAPTION_FIELDS = ["key", "caption_status", *LEVELS, "caption_model_id", "caption_model_revision"]
+CHECKS = [f"{lv}_{x}" for x in ("flags", "agreement") for lv in LEVELS]  # caption hygiene and agreement, per level
+CAPTION_FIELDS = ["key", "caption_status", *LEVELS, *CHECKS, "caption_model_id", "caption_model_revision"]
 
 
 @dataclass(frozen=True)
@@ -86,11 +97,13 @@ def write_heldout_digest(layout: Layout, block: str, path: str | Path) -> None:
 
 RECORD_COLUMNS = ["key", "tar", "image_member", "json_member", "split", "tier", "source", "source_id", "url", "license",
                   "license_id", "license_url", "attribution", "title", "retrieved_at", "sha256", "width", "height",
-                  *LEVELS, "caption_model", "caption_model_revision"]
+                  *LEVELS, "caption_model", "caption_model_revision", *CHECKS]
 COLUMNS = [*RECORD_COLUMNS, "image_offset", "image_size", "json_offset", "json_size"]  # of the index beside each tar
 NUMBERS = {"width", "height", "image_offset", "image_size", "json_offset", "json_size"}
 # One schema for every index, whatever its row count: readers open all of them as one dataset.
-INDEX_SCHEMA = pa.schema([(name, pa.int64() if name in NUMBERS else pa.large_string()) for name in COLUMNS])
+SCORES = {f"{lv}_agreement" for lv in LEVELS}
+INDEX_SCHEMA = pa.schema([(name, pa.int64() if name in NUMBERS else pa.float64() if name in SCORES
+                           else pa.large_string()) for name in COLUMNS])
 COPIED = ["key", "source", "source_id", "url", "license", "license_id", "license_url", "attribution", "title",
           "sha256", "split"]
 
@@ -101,7 +114,14 @@ def record(row: dict, tier: str) -> SampleRecord:
     return SampleRecord(**{name: row[name] for name in COPIED}, width=int(row["width"]), height=int(row["height"]),
                         retrieved_at=row["retrieved_at"] or row["fetched_at"], tier=tier,
                         captions=Captions(**{lv: row[lv] for lv in LEVELS}),
-                        caption_model=row["caption_model_id"], caption_model_revision=row["caption_model_revision"])
+                        caption_model=row["caption_model_id"], caption_model_revision=row["caption_model_revision"],
+                        caption_flags=CaptionFlags(**{lv: row[f"{lv}_flags"] for lv in LEVELS}),
+                        caption_agreement=CaptionAgreement(**{lv: _score(row[f"{lv}_agreement"]) for lv in LEVELS}))
+
+
+def _score(value) -> float | None:
+    """A stored agreement score as the record says it: None where the caption was not scored."""
+    return None if value is None or math.isnan(value) else float(value)
 
 
 DEFAULT_PACK: PackConfig = {"schema": "ours", "caption_type": "long"}  # the schema's defaults
@@ -124,7 +144,8 @@ def pack(inputs: list[ShardInputs], split: str, tier: str, tar_path: str | Path,
             stored = meta if options["schema"] == "ours" else to_gpic(meta, tiers, options["caption_type"])
             image_name, json_name = f"{row['key']}.{ext}", f"{row['key']}.json"
             members += [(image_name, raw[row["raw_member"]]), (json_name, stored.model_dump_json().encode())]
-            flat = meta.model_dump(exclude={"captions"}) | meta.captions.model_dump()
+            flat = (meta.model_dump(exclude={"captions", "caption_flags", "caption_agreement"})
+                    | meta.captions.model_dump() | checks_columns(meta.caption_flags, meta.caption_agreement))
             index_rows.append({**flat, "tar": tar_name, "image_member": image_name, "json_member": json_name})
     offsets = write_tar(tar_path, members)
     index = pd.DataFrame(index_rows, columns=RECORD_COLUMNS)

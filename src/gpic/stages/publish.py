@@ -9,7 +9,8 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, get_origin
+from types import UnionType
+from typing import Literal, get_args, get_origin
 
 import pandas as pd
 from huggingface_hub import DatasetCardData
@@ -27,7 +28,7 @@ from gpic.store import atomic_path, read_table
 STAGE = STAGES["publish"]
 
 PUBLISHED = ["README.md", "SHA256SUMS", "*/*.tar", "*/*.parquet"]  # what goes to the hub
-HF_DTYPES = {str: "string", int: "int64"}
+HF_DTYPES = {str: "string", int: "int64", float: "float64"}
 # The hub's size buckets (huggingface_hub's DatasetCardData; `datasets` ships the same list).
 SIZE_CATEGORIES = ["n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
                    "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
@@ -95,6 +96,9 @@ def record_features(model: type[BaseModel]) -> list[dict]:
             features.append({"name": name, "sequence": "string"})
         elif get_origin(kind) is Literal:
             features.append({"name": name, "dtype": "string"})
+        elif get_origin(kind) is UnionType:  # `float | None`: an agreement score, null where not scored
+            (inner,) = [arg for arg in get_args(kind) if arg is not type(None)]
+            features.append({"name": name, "dtype": HF_DTYPES[inner]})
         else:
             features.append({"name": name, "dtype": HF_DTYPES[kind]})
     return features
@@ -132,8 +136,65 @@ def most_first(counter: Counter) -> pd.Series:
     return pd.Series(dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))), dtype=int)
 
 
+def cell(value: object) -> str:
+    """A value inside a Markdown table cell: one line, pipes escaped, long text cut."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def captions_card(audit: dict) -> str:
+    """The card's caption section: what the corpus' captions are like, from the caption audit
+    (gpic.stages.caption.audit), and the person-describing terms as counts, not judgements."""
+    levels, models = audit["levels"], audit["models"]
+    status = audit["status"]
+    scorer = (f"scored against their image by {models['agreement_model_id']} (revision "
+              f"{models['agreement_model_revision'][:12]}), a model of another family" if models.get(
+                  "agreement_model_id") else "not scored (no `caption.agreement.model` was configured)")
+    dropped = "; ".join(f"{reason}: {n}" for reason, n in audit["dropped"].items()) or "none"
+    sample = (f" Text statistics read every {audit['step']}th image ({audit['sampled']} per level)."
+              if audit["step"] > 1 else "")
+
+    def row(name, value):
+        return f"| {name} | " + " | ".join(cell(value(levels[lv])) for lv in levels) + " |"
+
+    def first(pairs):
+        return f"{pairs[0][0]} ({pairs[0][1]})" if pairs else "-"
+
+    def span(figures, *names):
+        return " / ".join(f"{figures[name]:.3g}" for name in names) if figures else "-"
+
+    rules = sorted({rule for lv in levels.values() for rule in lv["flags"]})
+    lines = [
+        "## Captions", "",
+        f"Four levels per image by {models.get('model_id', '-')} (revision {models.get('model_revision', '')[:12]}), "
+        f"cleaned by caption hygiene and {scorer}: the agreement score is the cosine similarity of image and caption "
+        f"embeddings. {audit['captioned']} images captioned: {status.get('ok', 0)} kept, {status.get('dropped', 0)} "
+        f"dropped by hygiene ({dropped}), {status.get('failed', 0)} not decoded.{sample} The index beside each tar "
+        "holds every caption's flags (`{level}_flags`) and score (`{level}_agreement`), so a tier can be filtered "
+        "by them.", "",
+        "| | " + " | ".join(levels) + " |", "| --- |" + " --- |" * len(levels),
+        row("words (mean / p95)", lambda lv: span(lv["words"], "mean", "p95")),
+        row("vocabulary (distinct words)", lambda lv: lv["vocabulary"]),
+        row("agreement (p5 / median / p95)", lambda lv: span(lv["agreement"], "p5", "p50", "p95")),
+        *(row(f"flagged {rule}", lambda lv, rule=rule: lv["flags"].get(rule, 0)) for rule in rules),
+        row("most frequent caption", lambda lv: first(lv["top_captions"])),
+        row("most frequent trigram", lambda lv: first(lv["top_trigrams"])),
+        row("commonest opening, raw", lambda lv: first(lv["openings_before"])),
+        row("commonest opening, after hygiene", lambda lv: first(lv["openings_after"])), "",
+        "Lowest agreement (long captions): " + "; ".join(
+            f"`{e['key']}` {e['score']:.3f} \"{cell(e['caption'])}\"" for e in levels["long"]["low"]) + ".", "",
+        "### Biases", "",
+        "Captions that mention each group of person-describing terms, per level (counted, not judged; "
+        "the terms are gpic.hygiene.PERSON_TERMS):", "",
+        "| terms | " + " | ".join(levels) + " |", "| --- |" + " --- |" * len(levels),
+        *(f"| {name} ({', '.join(terms[:6])}, ...) | " + " | ".join(str(levels[lv]["person"][name]) for lv in levels)
+          + " |" for name, terms in audit["person_groups"].items()), ""]
+    return "\n".join(lines)
+
+
 def write_card(packed: str | Path, config: Config, card_path: str | Path, sums_path: str | Path,
-               workers: int | None = None) -> None:
+               workers: int | None = None, captions: dict | None = None) -> None:
+    """The card (and the checksums); `captions`, the caption audit, gives it its caption section."""
     packed = Path(packed)
     tars = sorted(packed.glob("*/*.tar"))
     counted = index_counts(packed)
@@ -195,7 +256,7 @@ webdataset shards. Each sample is `{{key}}.jpg|png|webp` (the original bytes) an
 
 Every image keeps its own licence, licence URL and attribution in its JSON record; reuse must
 follow the licence of each image. Checksums of every file are in `SHA256SUMS`.
-"""
+""" + (f"\n{captions_card(captions)}" if captions else "")
     with atomic_path(card_path) as tmp:
         tmp.write_text(f"---\n{header.to_yaml()}\n---\n\n{body}")
     files = sorted([*tars, *(t.with_suffix(".parquet") for t in tars)])
@@ -225,4 +286,7 @@ def upload(packed: str | Path, repo_id: str, private: bool = True) -> None:
 
 def run(files: Layout, cfg: Config, *, model=None) -> None:
     """The dataset card and the checksums of every packed file."""
-    write_card(files.packed_root, cfg, files.card, files.checksums)
+    from gpic.stages.caption import audit
+
+    tables = {path.stem: path for path in sorted(files.tables("captions").glob("*.parquet"))}
+    write_card(files.packed_root, cfg, files.card, files.checksums, captions=audit(tables))
