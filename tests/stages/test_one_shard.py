@@ -302,6 +302,8 @@ def test_bench_caption_compares_with_the_current_path(tiny_models):
     assert figures["same_captions"] == "8/8"  # greedy, same model: the shared prefix changes no caption
     assert float(figures["vision_passes_per_image"]) == 1 and float(figures["baseline_vision_passes_per_image"]) == 4
     assert int(figures["image_tokens"]) > 0 and 1.5 < float(figures["flop_ratio_h100"]) < 4
+    assert float(figures["hygiene_s"]) > 0 and float(figures["scorer_s"]) > 0 and float(figures["added_share"]) > 0
+    assert 0.005 < float(figures["scorer_flop_share_h100"]) < 0.05  # SigLIP base against Qwen3-VL-4B's captions
 
 
 def test_bench_judge_and_embed_compare_with_the_current_path(tiny_models):
