@@ -138,6 +138,7 @@ def test_the_audit_counts_findings_openings_repeats_scores_and_person_terms(tmp_
     assert dict(label["openings_before"])["the image shows"] == 2 and "the image shows" not in dict(
         label["openings_after"])
     assert label["top_captions"][0] == ("A dog", 2)
+    assert label["repeated"] == [("A dog", 2)] and result["levels"]["short"]["repeated"] == [("A dog.", 4)]
     assert label["vocabulary"] == 4 and label["person"] == {"gender": 2, "age": 0, "people": 0}
     assert label["scored"] == 4 and [e["key"] for e in label["low"]] == ["00000001"]
     assert label["high"][0] == {"score": 0.30, "key": "00000000", "shard": "00000", "caption": "A woman"}
@@ -145,3 +146,4 @@ def test_the_audit_counts_findings_openings_repeats_scores_and_person_terms(tmp_
     assert "| flagged label_unrelated | 1 | 0 | 0 | 0 |" in card and "### Biases" in card
     assert "| gender (man, men, woman, women, boy, boys, ...) | 2 | 0 | 0 | 0 |" in card
     assert "google/siglip-base-patch16-224" in card and "caption refusal: long: 1" in card
+    assert 'label "A dog" for 2 of 4' in card

@@ -304,6 +304,7 @@ def test_bench_caption_compares_with_the_current_path(tiny_models):
     assert int(figures["image_tokens"]) > 0 and 1.5 < float(figures["flop_ratio_h100"]) < 4
     assert float(figures["hygiene_s"]) > 0 and float(figures["scorer_s"]) > 0 and float(figures["added_share"]) > 0
     assert 0.005 < float(figures["scorer_flop_share_h100"]) < 0.05  # SigLIP base against Qwen3-VL-4B's captions
+    assert float(figures["scorer_flop_share"]) > 0 and figures["scorer"] == "siglip-proportional"
 
 
 def test_bench_judge_and_embed_compare_with_the_current_path(tiny_models):

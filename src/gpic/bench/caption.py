@@ -17,7 +17,9 @@ from gpic.bench.vlm import (
     image_tokens_4b,
     prompt_tokens,
     proportional_model,
+    scorer_dims,
     scorer_flops,
+    tiny_dims,
 )
 from gpic.config import validate_config
 from gpic.contracts import LEVELS
@@ -35,8 +37,9 @@ def bench_caption(model_path: str | None = None, images: int = 16, batch_size: i
     passes per image counted by a hook. `model_path` None builds the proportional tiny model
     (Qwen3-VL-4B's image tokens per photo against the same prompts). Output lengths follow
     the model: the random one usually runs to the token budget. Then what caption hygiene and
-    the agreement scorer add (`scorer_path` None: the tiny SigLIP), as a share of caption time
-    here and, by FLOPs, of SigLIP base against Qwen3-VL-4B on the GPU path."""
+    the agreement scorer add (`scorer_path` None: the proportional SigLIP, whose FLOPs are the
+    same share of the proportional captioner's as SigLIP base's of Qwen3-VL-4B's), as a share
+    of caption time here and, by FLOPs, of SigLIP base against Qwen3-VL-4B on the GPU path."""
     with tempfile.TemporaryDirectory() as tmp:
         model_path = model_path or str(proportional_model(Path(tmp)))
         config = validate_config({"sources": ["unused.csv"], "shards": 1, "judge": {"model": "m"},
@@ -44,7 +47,8 @@ def bench_caption(model_path: str | None = None, images: int = 16, batch_size: i
                                   "caption": {"model": model_path, "device": device, "backend": backend,
                                               **({"levels": levels} if levels else {})}})
         cfg, model = config["caption"], load_model(config).vlm
-        scorer = AgreementScorer(scorer_path or build_tiny_siglip(Path(tmp) / "siglip"), device=device)
+        scorer = AgreementScorer(scorer_path or build_tiny_siglip(Path(tmp) / "siglip-proportional",
+                                                                  shape="proportional"), device=device)
     photos = gpic_photos(images)
     asked = {level: (cfg["levels"][level]["prompt"], cfg["levels"][level]["max_new_tokens"]) for level in LEVELS}
 
@@ -101,5 +105,7 @@ def bench_caption(model_path: str | None = None, images: int = 16, batch_size: i
         figures.update(image_tokens=tokens["image"], text_tokens=text, image_to_text=tokens["image"] / text,
                        image_tokens_4b=real["image"], flop_ratio_h100=h100_ratio("caption", real, budgets=budgets),
                        h100_tflop_per_image=caption_flops(QWEN3_VL_4B, real, budgets, shared=True) / 1e12,
+                       scorer_flop_share=scorer_flops(scorer_dims(scorer)) / caption_flops(
+                           tiny_dims(model), tokens, budgets, shared=True),
                        scorer_flop_share_h100=scorer_flops() / caption_flops(QWEN3_VL_4B, real, budgets, shared=True))
     return figures

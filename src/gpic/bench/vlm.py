@@ -157,6 +157,14 @@ def scorer_flops(dims: dict = SIGLIP_BASE, captions: int = 4) -> float:
     return embed + encoder(dims["patches"]) + captions * encoder(dims["text_tokens"])
 
 
+def scorer_dims(scorer) -> dict:
+    """scorer_flops' dims of a loaded SigLIP (its vision tower's; both towers share widths)."""
+    vision = scorer.model.config.vision_config
+    return {"hidden_size": vision.hidden_size, "intermediate_size": vision.intermediate_size,
+            "layers": vision.num_hidden_layers, "patches": (vision.image_size // vision.patch_size) ** 2,
+            "patch": vision.patch_size, "text_tokens": scorer.max_text_tokens}
+
+
 def h100_ratio(kind: str, tokens: dict, **kwargs) -> float:
     """The current path's FLOPs over ours on the Qwen3-VL-4B architecture (`tokens` as
     `prompt_tokens` gives them, the image's with 4B's pixel budget): the expected speed-up on

@@ -130,7 +130,8 @@ def bench_caption(model: str = typer.Option(None, help="A local VLM [built: the 
                   device: str = "cpu", backend: str = "transformers", threads: int = 1,
                   config: Path = typer.Option(
                       None, help="Take the four levels' prompts and budgets from this config."),
-                  scorer: str = typer.Option(None, help="A local agreement scorer [built: the tiny SigLIP].")) -> None:
+                  scorer: str = typer.Option(
+                      None, help="A local agreement scorer [built: the proportional SigLIP].")) -> None:
     """Captioning images/s and output tokens/s (four levels) for MODEL at BATCH_SIZE: the image's
     prefix computed once for the four levels (ours) against one full-prompt generate per level
     (the current path), same batches; identical captions, and vision-tower passes per image.

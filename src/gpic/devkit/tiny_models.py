@@ -585,9 +585,15 @@ _CAPTION_SENTENCES = (
 )
 
 
-SIGLIP_SHAPES = {  # tiny: the tests' model; base: google/siglip-base-patch16-224's towers (gpu_check's cost)
+# tiny: the tests' model. base: google/siglip-base-patch16-224's towers (gpu_check's cost).
+# proportional: base's 196 patches and 64 text tokens, widths and depth chosen so that its FLOPs
+# per image and four captions are the same share of the proportional Qwen3-VL's caption FLOPs
+# as base's are of Qwen3-VL-4B's (1.2%; gpic.bench.vlm.scorer_flops): `gpic bench caption`.
+SIGLIP_SHAPES = {
     "tiny": ({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
              {"image_size": 32, "patch_size": 8}),
+    "proportional": ({"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 2},
+                     {"image_size": 224, "patch_size": 16}),
     "base": ({"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
              {"image_size": 224, "patch_size": 16}),
 }
@@ -595,8 +601,9 @@ SIGLIP_SHAPES = {  # tiny: the tests' model; base: google/siglip-base-patch16-22
 
 def build_tiny_siglip(out_dir: Path, seed: int = 0, shape: str = "tiny") -> Path:
     """Build a random-weight ``SiglipModel`` in ``out_dir``: `tiny` (text and vision width 32,
-    2 layers, 2 heads; 32 px images in 8 px patches; 64 text positions) or `base` (SigLIP base's
-    towers, 224 px in 16 px patches, for measuring the scorer's cost on a GPU).
+    2 layers, 2 heads; 32 px images in 8 px patches; 64 text positions), `proportional` (for the
+    caption bench) or `base` (SigLIP base's towers, 224 px in 16 px patches, for measuring the
+    scorer's cost on a GPU); see SIGLIP_SHAPES.
 
     Its tokenizer is a unigram SentencePiece model trained here on the built-in corpus and a few
     captions (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, no BOS, as in the published SigLIP

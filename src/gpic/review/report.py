@@ -31,6 +31,7 @@ from gpic.review.audit import dropped, raw_bytes  # noqa: E402
 from gpic.review.cost import estimate  # noqa: E402
 from gpic.stages.caption import audit as caption_audit  # noqa: E402
 from gpic.stages.provenance import summarise  # noqa: E402
+from gpic.stages.publish import repeated_line  # noqa: E402
 from gpic.store import atomic_path, read_table  # noqa: E402
 
 THUMB = 160
@@ -229,7 +230,7 @@ def captions_section(results: Path, audit: dict) -> Markup:
         data.update(raw_bytes(results, shard, [e["key"] for _, _, e in picks if e["shard"] == shard]))
     cells = [{"src": thumbnail(data.get(e["key"], b"")), "level": level, "end": end, **e} for level, end, e in picks]
     rules = sorted({rule for lv in levels.values() for rule in lv["flags"]})
-    return section("captions", audit, rules, plot, cells)
+    return section("captions", audit, rules, repeated_line(audit), plot, cells)
 
 
 def cost_section(cost: dict) -> Markup:

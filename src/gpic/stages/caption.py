@@ -189,6 +189,7 @@ def run(files: ShardFiles, cfg: Config, *, model=None) -> pd.DataFrame:
 # ---------------------------------------------------------------------------
 
 SAMPLED = 200_000  # captioned keys the text statistics read at most (every k-th); counts of flags read every row
+REPEATED = 0.01  # a caption written for this share of a level's images (and two at least) is a finding
 AUDIT_COLUMNS = ["key", "caption_status", "caption_reason",
                  *(f"{lv}{x}" for lv in LEVELS for x in ("", "_raw", "_flags", "_agreement"))]
 
@@ -252,6 +253,8 @@ def audit(tables: dict[str, Path], examples: int = 3, top: int = 5) -> dict:
         out["levels"][level] = {
             "flags": dict(acc["flags"].most_common()), "openings_before": acc["before"].most_common(top),
             "openings_after": acc["after"].most_common(top), "top_captions": acc["captions"].most_common(top),
+            "repeated": [(text, n) for text, n in acc["captions"].most_common(top)
+                         if n >= max(2, REPEATED * len(lengths))],
             "top_trigrams": acc["trigrams"].most_common(top), "vocabulary": len(acc["vocabulary"]),
             "words": _quantiles(lengths) if len(lengths) else {},
             "scored": int(len(scores)), "agreement": _quantiles(scores) if len(scores) else {},

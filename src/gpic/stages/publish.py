@@ -142,6 +142,14 @@ def cell(value: object) -> str:
     return text if len(text) <= 80 else text[:79] + "…"
 
 
+def repeated_line(audit: dict) -> str:
+    """The captions written for at least 1% of a level's images (three per level), as one sentence."""
+    found = [f"{level} \"{cell(text)[:60]}\" for {n} of {audit['sampled']}"
+             for level, figures in audit["levels"].items() for text, n in figures["repeated"][:3]]
+    return ("Captions repeated across images (1% of a level or more): " + "; ".join(found) + "." if found
+            else "No caption is repeated across 1% of a level's images or more.")
+
+
 def captions_card(audit: dict) -> str:
     """The card's caption section: what the corpus' captions are like, from the caption audit
     (gpic.stages.caption.audit), and the person-describing terms as counts, not judgements."""
@@ -181,6 +189,7 @@ def captions_card(audit: dict) -> str:
         row("most frequent trigram", lambda lv: first(lv["top_trigrams"])),
         row("commonest opening, raw", lambda lv: first(lv["openings_before"])),
         row("commonest opening, after hygiene", lambda lv: first(lv["openings_after"])), "",
+        repeated_line(audit), "",
         "Lowest agreement (long captions): " + "; ".join(
             f"`{e['key']}` {e['score']:.3f} \"{cell(e['caption'])}\"" for e in levels["long"]["low"]) + ".", "",
         "### Biases", "",
