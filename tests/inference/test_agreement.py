@@ -64,6 +64,18 @@ def test_refuses_a_missing_folder(tmp_path):
         AgreementScorer(missing)
 
 
+def test_a_hub_id_is_never_downloaded(monkeypatch, tmp_path):
+    """Production's checkpoint by its hub name, not a local folder: refused before transformers
+    is asked, so nothing is fetched at run time (`gpic models fetch` does that, pinned)."""
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("a download was tried"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("a download was tried"))
+    with pytest.raises(FileNotFoundError, match="google/siglip-base-patch16-224"):
+        AgreementScorer("google/siglip-base-patch16-224")
+
+
 def test_refuses_pickled_weights(folder, tmp_path):
     pickled = tmp_path / "pickled"
     shutil.copytree(folder, pickled, ignore=shutil.ignore_patterns("*.safetensors"))

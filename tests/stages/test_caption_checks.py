@@ -147,3 +147,9 @@ def test_the_audit_counts_findings_openings_repeats_scores_and_person_terms(tmp_
     assert "| gender (man, men, woman, women, boy, boys, ...) | 2 | 0 | 0 | 0 |" in card
     assert "google/siglip-base-patch16-224" in card and "caption refusal: long: 1" in card
     assert 'label "A dog" for 2 of 4' in card
+
+
+def test_every_hygiene_rule_has_an_on_flag_setting(base_config):
+    from gpic.hygiene import RULES
+
+    assert list(base_config["caption"]["on_flag"]) == list(RULES)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from gpic.config import CaptionConfig, Config
 from gpic.contracts import LEVELS
-from gpic.hygiene import RULES, Hygiene
+from gpic.hygiene import Hygiene
 from gpic.identity import config_hash
 from gpic.images import load_batches
 from gpic.inference.agreement import AgreementScorer
@@ -46,7 +46,6 @@ COLUMNS = ["key", "caption_status", "caption_reason"] + [f"{lv}{x}" for lv in LE
 # A key whose image did not decode: no caption, the columns' types kept.
 FAILED = {"caption_status": "failed", **{f"{lv}{x}": v for lv in LEVELS for x, v in zip(
     LEVEL_FIELDS, ("", "", "", 0, "", False, math.nan))}}
-DEFAULT_ACTIONS = {"empty": "drop", "refusal": "recaption", "degenerate": "recaption"}  # the schema's; the rest keep
 
 
 @dataclass
@@ -65,34 +64,28 @@ def load_model(cfg: Config) -> Captioner:
         vlm = VllmModel(caption["model"], max_pixels=caption["max_pixels"])
     else:
         vlm = VisionLanguageModel(caption["model"], device=caption["device"], max_pixels=caption["max_pixels"])
-    agreement = caption.get("agreement") or {}
-    scorer = AgreementScorer(agreement["model"], device=agreement.get("device", "cpu")) if agreement.get(
-        "model") else None
-    return Captioner(vlm, scorer)
+    agreement = caption["agreement"]
+    return Captioner(vlm, AgreementScorer(agreement["model"], agreement["device"]) if agreement["model"] else None)
 
 
 def generation_params(cfg: CaptionConfig) -> str:
     """What decides the text besides model and prompts, recorded with every caption."""
     return json.dumps({"backend": cfg["backend"], "do_sample": False, "num_beams": 1, "batch_size": cfg["batch_size"],
                        "max_new_tokens": {lv: cfg["levels"][lv]["max_new_tokens"] for lv in LEVELS},
-                       "max_pixels": cfg["max_pixels"], "recaption": cfg.get("recaption", {})}, sort_keys=True)
+                       "max_pixels": cfg["max_pixels"], "recaption": cfg["recaption"]}, sort_keys=True)
 
 
-def actions(cfg: CaptionConfig) -> dict[str, str]:
-    """What each hygiene rule does (config `caption.on_flag`, the schema's defaults filled in)."""
-    return {rule: (cfg.get("on_flag") or {}).get(rule, DEFAULT_ACTIONS.get(rule, "keep")) for rule in RULES}
-
-
-def _recaption(model, images: list, rows: list[dict], levels: dict, cfg: CaptionConfig, hygiene: Hygiene,
-               act: dict[str, str]) -> None:
-    """Caption once more, with the fallback decoding, every level whose findings ask for it."""
-    fallback = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3, **(cfg.get("recaption") or {})}
+def _recaption(model, images: list, rows: list[dict], cfg: CaptionConfig, hygiene: Hygiene) -> None:
+    """Caption once more, with the fallback decoding (`caption.recaption`), every level whose
+    findings ask for it (`caption.on_flag`); then clean and check those images again."""
+    levels, act = cfg["levels"], cfg["on_flag"]
     for level in LEVELS:
         again = [i for i, row in enumerate(rows) if any(act[r] == "recaption" for r in row["flags"][level])]
         if not again:
             continue
         prompt, budget = levels[level]["prompt"], levels[level]["max_new_tokens"]
-        for i, generation in zip(again, model.generate([images[i] for i in again], prompt, budget, **fallback)):
+        for i, generation in zip(again, model.generate([images[i] for i in again], prompt, budget,
+                                                       **cfg["recaption"])):
             rows[i]["raw"][level], rows[i]["hit"][level] = generation.text, generation.hit_limit
             rows[i]["tokens"][level] += generation.new_tokens  # both generations were paid for
             rows[i]["recaptioned"][level] = True
@@ -106,7 +99,7 @@ def caption_batch(models: Captioner, keys: list[str], images: list, cfg: Caption
     """Caption rows of one batch: generate, clean and check, recaption what asks for it, score
     each level against its image, then apply `on_flag` (the first level and rule that drops,
     in LEVELS and RULES order, names the reason)."""
-    levels, hygiene, act = cfg["levels"], Hygiene.from_config(cfg.get("hygiene")), actions(cfg)
+    levels, hygiene, act = cfg["levels"], Hygiene.from_config(cfg["hygiene"]), cfg["on_flag"]
     outputs = models.vlm.generate_levels(images, {lv: (levels[lv]["prompt"], levels[lv]["max_new_tokens"])
                                                   for lv in LEVELS})
     rows = []
@@ -117,16 +110,16 @@ def caption_batch(models: Captioner, keys: list[str], images: list, cfg: Caption
         rows.append({"raw": raw, "hit": hit, "clean": clean, "tokens": {lv: outputs[lv][i].new_tokens for lv in LEVELS},
                      "recaptioned": dict.fromkeys(LEVELS, False),
                      "flags": hygiene.flags({lv: clean[lv][0] for lv in LEVELS}, hit)})
-    _recaption(models.vlm, images, rows, levels, cfg, hygiene, act)
+    _recaption(models.vlm, images, rows, cfg, hygiene)
     scores = [[math.nan] * len(LEVELS) for _ in keys]
     if models.scorer is not None and keys:
         scores = models.scorer.score(images, [[row["clean"][lv][0] for lv in LEVELS] for row in rows])
-    minimum = (cfg.get("agreement") or {}).get("min_score") or {}
+    minimum = cfg["agreement"]["min_score"]
     out = []
     for key, row, score in zip(keys, rows, scores):
         record = {"key": key, "caption_status": "ok", "caption_reason": ""}
         for level, value in zip(LEVELS, score):
-            if value < minimum.get(level, 0.0):  # NaN (unscored or empty) compares False: no flag
+            if value < minimum[level]:  # NaN (unscored or empty) compares False: no flag
                 row["flags"][level].append("mismatch")
             text, opening = row["clean"][level]
             record.update({level: text, f"{level}_raw": row["raw"][level], f"{level}_opening": opening,
@@ -227,7 +220,8 @@ def audit(tables: dict[str, Path], examples: int = 3, top: int = 5) -> dict:
         kept = captioned[captioned["caption_status"] == "ok"]
         sample = kept.iloc[::step]
         for level, acc in levels.items():
-            acc["flags"].update(rule for flags in captioned[f"{level}_flags"] for rule in flags.split(";") if rule)
+            for flags, n in captioned[f"{level}_flags"].value_counts().items():  # a few combinations per shard
+                acc["flags"].update(dict.fromkeys([rule for rule in flags.split(";") if rule], n))
             scored = kept[["key", level, f"{level}_agreement"]].dropna()
             acc["scores"].append(scored[f"{level}_agreement"])
             ends = pd.concat([scored.nsmallest(examples, f"{level}_agreement"),
