@@ -88,14 +88,20 @@ def test_recaption_generates_the_level_again_with_the_fallback_decoding(shard, c
 
 
 def test_the_agreement_threshold_flags_mismatches(shard, captioner, tmp_path):
-    strict = caption(shard, captioner, tmp_path, agreement={"min_score": dict.fromkeys(LEVELS, 1.01)})
-    lenient = caption(shard, captioner, tmp_path / "lenient", agreement={"min_score": dict.fromkeys(LEVELS, -1.01)})
+    """A caption scoring exactly the threshold passes (the near miss); one below it is flagged."""
+    scores = caption(shard, captioner, tmp_path, agreement={"min_score": dict.fromkeys(LEVELS, -1.0)})
+    lowest = {level: float(scores[f"{level}_agreement"].min()) for level in LEVELS}
+    at = caption(shard, captioner, tmp_path / "at", agreement={"min_score": lowest})
+    above = caption(shard, captioner, tmp_path / "above",
+                    agreement={"min_score": {level: score + 1e-9 for level, score in lowest.items()}})
     for level in LEVELS:
-        assert strict[f"{level}_flags"].str.contains("mismatch").all()
-        assert not lenient[f"{level}_flags"].str.contains("mismatch").any()
-        assert strict[f"{level}_agreement"].equals(lenient[f"{level}_agreement"])  # the score, not the threshold
-    assert (strict["caption_agreement_model_id"] == captioner.scorer.model_id).all()
-    assert (strict["caption_agreement_model_revision"] == captioner.scorer.revision).all()
+        assert not at[f"{level}_flags"].str.contains("mismatch").any()
+        flagged = above[f"{level}_flags"].str.contains("mismatch")
+        assert flagged.tolist() == (above[f"{level}_agreement"] == lowest[level]).tolist() and flagged.sum() >= 1
+        assert at[f"{level}_agreement"].equals(scores[f"{level}_agreement"])  # the score, not the threshold
+    assert (at["caption_status"] == "ok").all()  # on_flag.mismatch: keep, the default
+    assert (at["caption_agreement_model_id"] == captioner.scorer.model_id).all()
+    assert (at["caption_agreement_model_revision"] == captioner.scorer.revision).all()
 
 
 def test_without_a_scorer_captions_are_unscored_not_flagged(shard, tiny_models, tmp_path):
