@@ -106,8 +106,12 @@ def run(out: Path) -> dict:
     figures["image_tokens"] = tokens["image"]
     figures["image_tokens_4b"] = image_tokens_4b(photos[0])
 
+    # random weights loop: no recaption, so the figure is the captioner's (the scorer is timed apart)
+    caption_cfg = {**config["caption"], "levels": levels,
+                   "on_flag": dict.fromkeys(config["caption"]["on_flag"], "keep")}
+
     def ours(chunk):
-        return caption_batch(Captioner(vlm), keys[:len(chunk)], chunk, {**config["caption"], "levels": levels})
+        return caption_batch(Captioner(vlm), keys[:len(chunk)], chunk, caption_cfg)
 
     def current(chunk):
         return {level: vlm.generate(chunk, prompt, budget) for level, (prompt, budget) in asked.items()}
