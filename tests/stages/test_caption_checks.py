@@ -159,3 +159,21 @@ def test_every_hygiene_rule_has_an_on_flag_setting(base_config):
     from gpic.hygiene import RULES
 
     assert list(base_config["caption"]["on_flag"]) == list(RULES)
+
+
+def test_a_shard_with_nothing_to_caption_audits_and_renders(shard, captioner, tmp_path):
+    """A run where dedup kept nothing: the caption table is empty but typed, and the audit, the
+    card's section and the report's section say so instead of failing."""
+    from gpic.review.report import captions_section
+
+    decisions, records, raw = shard
+    cfg = validate_config({"sources": ["unused.csv"], "shards": 1, "judge": {"model": "m"}, "embed": {"model": "m"},
+                           "caption": {"model": "m"}})["caption"]
+    table = caption_shard(decisions.assign(kept=False), records, raw, cfg, tmp_path / "00000.parquet",
+                          model=captioner)
+    assert len(table) == 0 and table["long_agreement"].dtype == float and table["long_tokens"].dtype == int
+    result = audit({"00000": tmp_path / "00000.parquet"})
+    assert result["captioned"] == 0 and result["models"]["agreement_model_id"] == ""
+    assert "0 images captioned: 0 kept" in captions_card(result)
+    page = captions_section(tmp_path, result)
+    assert "0 images captioned by -" in " ".join(page.split()) and "<figure>" not in page

@@ -132,6 +132,12 @@ def caption_batch(models: Captioner, keys: list[str], images: list, cfg: Caption
     return out
 
 
+def _empty() -> pd.DataFrame:
+    """A table of no caption row with its columns' types (the audit compares the scores)."""
+    types = {"key": str, "caption_reason": str, **{name: type(value) for name, value in FAILED.items()}}
+    return pd.DataFrame({name: pd.Series(dtype=types[name]) for name in COLUMNS})
+
+
 def caption_shard(decisions: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar: str | Path, cfg: CaptionConfig,
                   out_path: str | Path, model=None) -> pd.DataFrame:
     """Caption every key that dedup kept in this shard, resuming from finished batches."""
@@ -161,7 +167,7 @@ def caption_shard(decisions: pd.DataFrame, fetch_records: pd.DataFrame, raw_tar:
             rows.append(read_table(part))  # read back either way: a resumed run assembles the same table
             done += len(rows[-1])
             log.info("captioned %d/%d%s", done, len(members), " (part file of an earlier run)" if resumed else "")
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+    table = pd.concat(rows, ignore_index=True) if rows else _empty()
     table = table.sort_values("key", ignore_index=True)
     table = with_producer(table, "caption", cfg, prompt_hash=config_hash(cfg["levels"]), decoding="greedy",
                           generation=generation_params(cfg), **extra)
@@ -206,13 +212,16 @@ def audit(tables: dict[str, Path], examples: int = 3, top: int = 5) -> dict:
 
     total = sum(pq.read_metadata(path).num_rows for path in tables.values())
     step = max(1, math.ceil(total / SAMPLED))
-    status, dropped, models = Counter(), Counter(), {}
+    status, dropped = Counter(), Counter()
+    models = {name.removeprefix("caption_"): "" for name in MODEL_COLUMNS}  # "" until a table has a row
     levels = {lv: {"flags": Counter(), "before": Counter(), "after": Counter(), "captions": Counter(),
                    "trigrams": Counter(), "vocabulary": set(), "words": [], "scores": [], "tails": [],
                    "person": Counter()} for lv in LEVELS}
     for shard, path in sorted(tables.items()):
         table = read_table(path, columns=AUDIT_COLUMNS + MODEL_COLUMNS)
-        if len(table) and not models:
+        scores = [f"{level}_agreement" for level in LEVELS]
+        table[scores] = table[scores].astype(float)  # a shard with no caption row stores them untyped
+        if len(table) and not models["model_id"]:
             models = {name.removeprefix("caption_"): str(table[name].iloc[0]) for name in MODEL_COLUMNS}
         status.update(table["caption_status"])
         dropped.update(table.loc[table["caption_status"] == "dropped", "caption_reason"])

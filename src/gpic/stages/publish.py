@@ -156,8 +156,8 @@ def captions_card(audit: dict) -> str:
     levels, models = audit["levels"], audit["models"]
     status = audit["status"]
     scorer = (f"scored against their image by {models['agreement_model_id']} (revision "
-              f"{models['agreement_model_revision'][:12]}), a model of another family" if models.get(
-                  "agreement_model_id") else "not scored (no `caption.agreement.model` was configured)")
+              f"{models['agreement_model_revision'][:12]}), a model of another family" if models[
+                  "agreement_model_id"] else "not scored (no `caption.agreement.model` was configured)")
     dropped = "; ".join(f"{reason}: {n}" for reason, n in audit["dropped"].items()) or "none"
     sample = (f" Text statistics read every {audit['step']}th image ({audit['sampled']} per level)."
               if audit["step"] > 1 else "")
@@ -174,7 +174,7 @@ def captions_card(audit: dict) -> str:
     rules = sorted({rule for lv in levels.values() for rule in lv["flags"]})
     lines = [
         "## Captions", "",
-        f"Four levels per image by {models.get('model_id', '-')} (revision {models.get('model_revision', '')[:12]}), "
+        f"Four levels per image by {models['model_id'] or '-'} (revision {models['model_revision'][:12]}), "
         f"cleaned by caption hygiene and {scorer}: the agreement score is the cosine similarity of image and caption "
         f"embeddings. {audit['captioned']} images captioned: {status.get('ok', 0)} kept, {status.get('dropped', 0)} "
         f"dropped by hygiene ({dropped}), {status.get('failed', 0)} not decoded.{sample} The index beside each tar "
@@ -190,8 +190,9 @@ def captions_card(audit: dict) -> str:
         row("commonest opening, raw", lambda lv: first(lv["openings_before"])),
         row("commonest opening, after hygiene", lambda lv: first(lv["openings_after"])), "",
         repeated_line(audit), "",
-        "Lowest agreement (long captions): " + "; ".join(
-            f"`{e['key']}` {e['score']:.3f} \"{cell(e['caption'])}\"" for e in levels["long"]["low"]) + ".", "",
+        *(["Lowest agreement (long captions): " + "; ".join(
+            f"`{e['key']}` {e['score']:.3f} \"{cell(e['caption'])}\"" for e in levels["long"]["low"]) + ".", ""]
+          if levels["long"]["low"] else []),
         "### Biases", "",
         "Captions that mention each group of person-describing terms, per level (counted, not judged; "
         "the terms are gpic.hygiene.PERSON_TERMS):", "",
