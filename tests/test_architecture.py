@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,13 @@ def test_config_values_and_hashes_do_not_change(name):
                                           "publish", "cost")}
     got.update(fetch_params=config_hash(fetch_params(c)), scores=scores_hash(c["filter"]), whole=config_hash(c))
     assert got == HASHES[name]
+
+
+def test_the_report_and_the_card_start_without_torch():
+    """The report and publish jobs (CPU, corpus-wide) read the caption audit from the caption
+    stage's module; its models, and torch with them, load only where a caption job asks."""
+    code = ("import sys, gpic.review.report, gpic.stages.publish, gpic.stages.caption; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

@@ -128,14 +128,14 @@ def planted_table(path, rows: list[dict]) -> None:
 def test_the_audit_counts_findings_openings_repeats_scores_and_person_terms(tmp_path):
     """Two shards of planted caption rows (data, not model output): every figure of the audit
     is checked against what was planted."""
-    a, b = tmp_path / "00000.parquet", tmp_path / "00001.parquet"
+    a, b = tmp_path / "00000.parquet", tmp_path / "00001.parquet"  # results/captions as the stage writes it
     planted_table(a, [{"label": ("A woman", "The image shows a woman", "", 0.30)},
                       {"label": ("A man", "The image shows a man", "label_unrelated", 0.02)},
                       {"status": {"caption_status": "dropped", "caption_reason": "caption refusal: long"},
                        "long": ("I'm sorry", "I'm sorry", "refusal", math.nan)}])
     planted_table(b, [{"label": ("A dog", "A dog", "", 0.10)}, {"label": ("A dog", "A dog", "", 0.11)},
                       {"status": {"caption_status": "failed", "caption_reason": "decode failed: OSError"}}])
-    result = audit({"00000": a, "00001": b}, examples=1)
+    result = audit(tmp_path, examples=1)
     assert result["status"] == {"ok": 4, "dropped": 1, "failed": 1}
     assert result["dropped"] == {"caption refusal: long": 1}
     label = result["levels"]["label"]
@@ -155,6 +155,24 @@ def test_the_audit_counts_findings_openings_repeats_scores_and_person_terms(tmp_
     assert 'label "A dog" for 2 of 4' in card
 
 
+def test_a_large_audit_samples_texts_and_the_distribution_but_counts_and_tails_every_caption(tmp_path,
+                                                                                          monkeypatch):
+    """Above SAMPLED captions, every k-th kept image feeds the text statistics and the score
+    distribution (memory bounded at any corpus size); findings, the scored count and the tails
+    still read every row."""
+    import gpic.stages.caption as captioning
+
+    planted_table(tmp_path / "00000.parquet", [{"label": (f"A cat {i}", f"A cat {i}", "truncated", i / 10)}
+                                               for i in range(6)])
+    monkeypatch.setattr(captioning, "SAMPLED", 2)  # 6 rows: every 3rd
+    result = audit(tmp_path, examples=1)
+    label = result["levels"]["label"]
+    assert (result["step"], result["sampled"]) == (3, 2) and sorted(label["words"]) == ["mean", "p5", "p50", "p95"]
+    assert label["agreement"]["mean"] == pytest.approx(0.15)  # rows 0 and 3: 0.0 and 0.3
+    assert label["scored"] == 6 and label["flags"] == {"truncated": 6}
+    assert label["low"][0]["score"] == 0.0 and label["high"][0]["score"] == 0.5
+
+
 def test_every_hygiene_rule_has_an_on_flag_setting(base_config):
     from gpic.hygiene import RULES
 
@@ -172,7 +190,7 @@ def test_a_shard_with_nothing_to_caption_audits_and_renders(shard, captioner, tm
     table = caption_shard(decisions.assign(kept=False), records, raw, cfg, tmp_path / "00000.parquet",
                           model=captioner)
     assert len(table) == 0 and table["long_agreement"].dtype == float and table["long_tokens"].dtype == int
-    result = audit({"00000": tmp_path / "00000.parquet"})
+    result = audit(tmp_path)
     assert result["captioned"] == 0 and result["models"]["agreement_model_id"] == ""
     assert "0 images captioned: 0 kept" in captions_card(result)
     page = captions_section(tmp_path, result)

@@ -246,8 +246,7 @@ def write_report(results: str | Path, config: Config, out: str | Path, samples: 
     sections = [funnel_section(summary), judge_section(summary),
                 corpus_section(index, duplicate_clusters(layout.decisions), totals),
                 kept_section(results, index, samples), dropped_section(results, 3),
-                captions_section(results, caption_audit(
-                    {path.stem: path for path in sorted(layout.tables("captions").glob("*.parquet"))})),
+                captions_section(results, caption_audit(layout.tables("captions"))),
                 cost_section(estimate(results, config))]
     page = ENV.get_template("report.html.j2").render(results=results.resolve(), shards=config["shards"],
                                                      sections=sections)

@@ -19,6 +19,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,14 +27,16 @@ import pyarrow.parquet as pq
 
 from gpic.config import CaptionConfig, Config
 from gpic.contracts import LEVELS
-from gpic.hygiene import Hygiene
+from gpic.hygiene import PERSON_TERMS, Hygiene, ngrams, opening, person_counts, words
 from gpic.identity import config_hash
 from gpic.images import load_batches
-from gpic.inference.agreement import AgreementScorer
-from gpic.inference.vlm import VisionLanguageModel, VllmModel
 from gpic.layout import ShardFiles
 from gpic.stages import STAGES
 from gpic.store import read_table, read_tar, with_producer, write_table
+
+if TYPE_CHECKING:  # the models import torch; the audit (report, publish) does not need them
+    from gpic.inference.agreement import AgreementScorer
+    from gpic.inference.vlm import VisionLanguageModel, VllmModel
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,9 @@ class Captioner:
 def load_model(cfg: Config) -> Captioner:
     """The configured backend (transformers: the tested path, CPU or GPU; vLLM: GPU nodes) and
     the agreement scorer of `caption.agreement.model` (none when it is empty)."""
+    from gpic.inference.agreement import AgreementScorer
+    from gpic.inference.vlm import VisionLanguageModel, VllmModel
+
     caption = cfg["caption"]
     if caption["backend"] == "vllm":
         vlm = VllmModel(caption["model"], max_pixels=caption["max_pixels"])
@@ -77,7 +83,7 @@ def generation_params(cfg: CaptionConfig) -> str:
 
 def _recaption(model, images: list, rows: list[dict], cfg: CaptionConfig, hygiene: Hygiene) -> None:
     """Caption once more, with the fallback decoding (`caption.recaption`), every level whose
-    findings ask for it (`caption.on_flag`); then clean and check those images again."""
+    findings ask for it (`caption.on_flag`); then check those images again."""
     levels, act = cfg["levels"], cfg["on_flag"]
     for level in LEVELS:
         again = [i for i, row in enumerate(rows) if any(act[r] == "recaption" for r in row["flags"][level])]
@@ -87,11 +93,11 @@ def _recaption(model, images: list, rows: list[dict], cfg: CaptionConfig, hygien
         for i, generation in zip(again, model.generate([images[i] for i in again], prompt, budget,
                                                        **cfg["recaption"])):
             rows[i]["raw"][level], rows[i]["hit"][level] = generation.text, generation.hit_limit
+            rows[i]["clean"][level] = hygiene.clean(generation.text)
             rows[i]["tokens"][level] += generation.new_tokens  # both generations were paid for
             rows[i]["recaptioned"][level] = True
-    for row in rows:
+    for row in rows:  # the levels are checked against each other: all of an image's flags again
         if any(row["recaptioned"].values()):
-            row["clean"] = {lv: hygiene.clean(row["raw"][lv]) for lv in LEVELS}
             row["flags"] = hygiene.flags({lv: row["clean"][lv][0] for lv in LEVELS}, row["hit"])
 
 
@@ -200,24 +206,25 @@ def _quantiles(values: pd.Series) -> dict[str, float]:
     return {f"p{q}": float(values.quantile(q / 100)) for q in (5, 50, 95)} | {"mean": float(values.mean())}
 
 
-def audit(tables: dict[str, Path], examples: int = 3, top: int = 5) -> dict:
-    """The audit of every caption table (shard -> path), one shard at a time: per level, the
-    findings of hygiene and the scorer by rule, the most common openings before and after
-    hygiene, the most frequent captions and word trigrams, vocabulary size, length in words,
-    the agreement-score distribution with the `examples` lowest and highest (key, shard,
+def audit(folder: str | Path, examples: int = 3, top: int = 5) -> dict:
+    """The audit of the caption tables in `folder` (results/captions), one shard at a time: per
+    level, the findings of hygiene and the scorer by rule, the most common openings before and
+    after hygiene, the most frequent captions and word trigrams, vocabulary size, length in
+    words, the agreement-score distribution with the `examples` lowest and highest (key, shard,
     caption, score), and how many captions mention each group of person-describing terms.
-    Findings and scores count every caption; the text statistics read every k-th key once
-    there are more than SAMPLED (the audit says k)."""
-    from gpic.hygiene import PERSON_TERMS, ngrams, opening, person_counts, words
-
-    total = sum(pq.read_metadata(path).num_rows for path in tables.values())
+    Findings, the scored count and the tails read every caption; the text statistics and the
+    score distribution read every k-th kept key once there are more than SAMPLED (the audit
+    says k), so memory stays one shard's table and the sample's, whatever the corpus' size."""
+    tables = sorted(Path(folder).glob("*.parquet"))
+    total = sum(pq.read_metadata(path).num_rows for path in tables)
     step = max(1, math.ceil(total / SAMPLED))
-    status, dropped = Counter(), Counter()
+    status, dropped, sampled = Counter(), Counter(), 0
     models = {name.removeprefix("caption_"): "" for name in MODEL_COLUMNS}  # "" until a table has a row
     levels = {lv: {"flags": Counter(), "before": Counter(), "after": Counter(), "captions": Counter(),
-                   "trigrams": Counter(), "vocabulary": set(), "words": [], "scores": [], "tails": [],
+                   "trigrams": Counter(), "vocabulary": set(), "words": [], "scores": [], "scored": 0, "tails": [],
                    "person": Counter()} for lv in LEVELS}
-    for shard, path in sorted(tables.items()):
+    for path in tables:
+        shard = path.stem
         table = read_table(path, columns=AUDIT_COLUMNS + MODEL_COLUMNS)
         scores = [f"{level}_agreement" for level in LEVELS]
         table[scores] = table[scores].astype(float)  # a shard with no caption row stores them untyped
@@ -228,11 +235,13 @@ def audit(tables: dict[str, Path], examples: int = 3, top: int = 5) -> dict:
         captioned = table[table["caption_status"] != "failed"]
         kept = captioned[captioned["caption_status"] == "ok"]
         sample = kept.iloc[::step]
+        sampled += len(sample)
         for level, acc in levels.items():
             for flags, n in captioned[f"{level}_flags"].value_counts().items():  # a few combinations per shard
                 acc["flags"].update(dict.fromkeys([rule for rule in flags.split(";") if rule], n))
             scored = kept[["key", level, f"{level}_agreement"]].dropna()
-            acc["scores"].append(scored[f"{level}_agreement"])
+            acc["scored"] += len(scored)
+            acc["scores"].append(sample[f"{level}_agreement"].dropna())
             ends = pd.concat([scored.nsmallest(examples, f"{level}_agreement"),
                               scored.nlargest(examples, f"{level}_agreement")])
             acc["tails"] += [(row[2], row[0], shard, row[1]) for row in ends.itertuples(index=False)]
@@ -246,21 +255,20 @@ def audit(tables: dict[str, Path], examples: int = 3, top: int = 5) -> dict:
                 acc["words"].append(len(tokens))
                 acc["person"].update(set(person_counts(text)))
     out = {"models": models, "captioned": int(sum(status.values())), "status": dict(status),
-           "dropped": dict(dropped.most_common()), "step": step, "sampled": 0,
+           "dropped": dict(dropped.most_common()), "step": step, "sampled": sampled,
            "person_groups": {name: list(terms) for name, terms in PERSON_TERMS.items()}, "levels": {}}
     for level, acc in levels.items():
         scores = pd.concat(acc["scores"]) if acc["scores"] else pd.Series(dtype=float)
         tails = sorted(acc["tails"])
         lengths = pd.Series(acc["words"], dtype=float)
-        out["sampled"] = len(lengths)
         out["levels"][level] = {
             "flags": dict(acc["flags"].most_common()), "openings_before": acc["before"].most_common(top),
             "openings_after": acc["after"].most_common(top), "top_captions": acc["captions"].most_common(top),
             "repeated": [(text, n) for text, n in acc["captions"].most_common(top)
-                         if n >= max(2, REPEATED * len(lengths))],
+                         if n >= max(2, REPEATED * sampled)],
             "top_trigrams": acc["trigrams"].most_common(top), "vocabulary": len(acc["vocabulary"]),
             "words": _quantiles(lengths) if len(lengths) else {},
-            "scored": int(len(scores)), "agreement": _quantiles(scores) if len(scores) else {},
+            "scored": acc["scored"], "agreement": _quantiles(scores) if len(scores) else {},
             "histogram": [part.tolist() for part in np.histogram(scores, bins=20)] if len(scores) else [],
             "low": [dict(zip(("score", "key", "shard", "caption"), t)) for t in tails[:examples]],
             "high": [dict(zip(("score", "key", "shard", "caption"), t)) for t in tails[::-1][:examples]],

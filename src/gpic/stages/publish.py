@@ -298,5 +298,4 @@ def run(files: Layout, cfg: Config, *, model=None) -> None:
     """The dataset card and the checksums of every packed file."""
     from gpic.stages.caption import audit
 
-    tables = {path.stem: path for path in sorted(files.tables("captions").glob("*.parquet"))}
-    write_card(files.packed_root, cfg, files.card, files.checksums, captions=audit(tables))
+    write_card(files.packed_root, cfg, files.card, files.checksums, captions=audit(files.tables("captions")))
